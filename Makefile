@@ -1,0 +1,49 @@
+# Two commands: `make reproduce` (the whole pipeline, quick default) and `make test`.
+# Both create the virtual environment with pinned dependencies first if it is missing.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+VENV ?= .venv
+PYTHON ?= python3
+CONFIG ?= config/config.yaml
+PROFILE ?= workflow/profiles/default
+BIN := $(VENV)/bin
+SNAKEMAKE = $(BIN)/snakemake --workflow-profile $(PROFILE) --configfile $(CONFIG)
+
+.PHONY: venv reproduce smoke report test lint bench clean-results
+
+# torch first and exactly: its CPU wheel, not the newest release with its CUDA packages.
+$(VENV)/.installed: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+## reproduce: run the whole DAG on $(CONFIG), build results/report.html, record results in DVC
+reproduce: venv
+	$(BIN)/taskabs unlock-stale
+	$(SNAKEMAKE)
+	@if [ ! -f results/report.html ] || [ -n "$$(find results -type f -newer results/report.html -print -quit)" ]; then \
+		$(SNAKEMAKE) --report results/report.html; fi
+	@if ! $(BIN)/dvc status --quiet; then $(BIN)/dvc commit --force --quiet && $(BIN)/dvc push --quiet; fi
+	@echo "report: results/report.html   runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+
+## smoke: the same on the smoke config (seconds)
+smoke: CONFIG = config/smoke.yaml
+smoke: reproduce
+
+## test: the test suite (unit tests and end-to-end runs of Snakemake, DVC and MLflow)
+test: venv
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/snakemake --lint
+
+## bench: performance ratios (tracking overhead, GBI cost) measured in one run
+bench: venv
+	$(BIN)/python benchmarks/tracking_overhead.py
+	$(BIN)/python benchmarks/gbi_cost.py

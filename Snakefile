@@ -1,0 +1,32 @@
+# Task-abstraction reproduction pipeline: data -> training -> GBI inference -> recomposition ->
+# evaluation -> tables, figures and an HTML report (`snakemake --report`).  See README.md.
+import sys
+
+from snakemake.utils import min_version, validate
+
+sys.path.insert(0, f"{workflow.basedir}/src")  # the library, whether pip-installed or not
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/infer.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

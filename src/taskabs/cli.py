@@ -1,0 +1,50 @@
+"""The ``taskabs`` console script: housekeeping around the Snakemake pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def snakemake_running_here(root: Path) -> list[int]:
+    """PIDs of other Snakemake processes working in ``root``."""
+    import psutil
+
+    pids = []
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if proc.info["pid"] != os.getpid() and "snakemake" in cmd and "--unlock" not in cmd \
+                    and Path(proc.info["cwd"] or "/").resolve() == root.resolve():
+                pids.append(proc.info["pid"])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return pids
+
+
+def unlock_stale(args) -> int:
+    """Remove Snakemake's lock left by a killed run, unless a run is really going on."""
+    root = Path(args.directory)
+    if not (root / ".snakemake" / "locks").is_dir() or not any((root / ".snakemake" / "locks").iterdir()):
+        return 0
+    if pids := snakemake_running_here(root):
+        print(f"snakemake is running in {root} (pids {pids}); not unlocking", file=sys.stderr)
+        return 1
+    return subprocess.run([sys.executable, "-m", "snakemake", "--unlock", "--quiet"], cwd=root).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="taskabs", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("unlock-stale", help="clear the lock of a killed Snakemake run")
+    p.add_argument("--directory", default=".")
+    p.set_defaults(func=unlock_stale)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets: IDX file format, pinned-hash fetching and array preparation."""

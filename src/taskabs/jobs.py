@@ -1,0 +1,151 @@
+"""Run one Snakemake job as one tracked, seeded, logged call into the library.
+
+Every rule's ``script:`` is ``workflow/scripts/run_stage.py``, which hands the ``snakemake`` object
+to :func:`run_snakemake_job`.  That looks the rule up in :data:`taskabs.stages.STAGES` and runs it
+inside an MLflow run tagged with everything the audit needs: git commit and dirty flag, data hash,
+config hash, rule, wildcards, seed, device, host, SLURM job id, and the SHA-256 of every output.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from taskabs import provenance
+from taskabs.tracking import JobRun
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """What a stage function sees: named inputs/outputs, its resolved config, and a tracker."""
+
+    rule: str
+    input: dict[str, Path | list[Path]]  # expand()ed inputs are lists
+    output: dict[str, Path]
+    config: dict[str, Any]  # the job's resolved config (params.config): all a stage may read
+    wildcards: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # other params (e.g. checkpoint paths)
+    threads: int = 1
+    device: torch.device = torch.device("cpu")
+    run: JobRun | None = None
+    _metrics: list[tuple[str, float, int]] = field(default_factory=list)
+
+    @property
+    def seed(self) -> int:
+        return int(self.wildcards.get("seed", self.config.get("seed", 0)))
+
+    def log_metric(self, key: str, value: float, step: int = 0) -> None:
+        self._metrics.append((key, float(value), step))
+
+    def log_curve(self, key: str, values: list[float]) -> None:
+        self._metrics.extend((key, float(v), i) for i, v in enumerate(values))
+
+
+def seed_everything(seed: int, threads: int) -> None:
+    """Seeds and deterministic kernels: identical results on CPU for the same seed and threads."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(max(1, threads))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (a temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def run_job(job: Job, stage: Callable[[Job], dict[str, float] | None], pipeline_config: dict) -> dict:
+    """Run ``stage(job)`` inside one MLflow run; re-raise failures after marking the run FAILED."""
+    seed_everything(job.seed, job.threads)
+    job.device = provenance.resolve_device(pipeline_config.get("device", "cpu"))
+    commit, dirty = provenance.git_state()
+    inputs = files_of(job.input)
+    tags = {
+        "rule": job.rule,
+        "wildcards": json.dumps(job.wildcards, sort_keys=True),
+        "seed": str(job.seed),
+        "device": str(job.device),
+        "host": provenance.host(),
+        "git_commit": commit,
+        "git_dirty": str(dirty).lower(),
+        "config_hash": provenance.config_hash(job.config),
+        "data_hash": provenance.data_hash(inputs) if inputs else "none",
+        "mlflow.source.git.commit": commit,
+    }
+    if slurm := provenance.slurm_job_id():
+        tags["slurm_job_id"] = slurm
+    tags.update({f"input.{name}.md5": provenance.file_md5(p)
+                 for name, p in job.input.items() if not isinstance(p, list) and p.is_file()})
+    name = job.rule + "".join(f"[{k}={v}]" for k, v in sorted(job.wildcards.items()))
+    job.run = JobRun(pipeline_config, name=name, tags=tags)
+    job.run.log_params({**job.config, "threads": job.threads})
+    started = time.perf_counter()
+    try:
+        metrics = stage(job) or {}
+    except BaseException:
+        job.run.finish("FAILED")
+        raise
+    for key, value in metrics.items():
+        job.log_metric(key, value)
+    job.log_metric("wall_seconds", time.perf_counter() - started)
+    job.run.log_metrics(job._metrics)
+    job.run.set_tags({f"output.{k}.sha256": v for k, v in provenance.path_hash_rows(job.output).items()}
+                     | {f"output.{k}.path": str(p) for k, p in job.output.items()})
+    for name, path in job.output.items():
+        if Path(path).is_file() and Path(path).stat().st_size < 50 * 2**20:
+            job.run.log_artifact(str(path), artifact_path=name)
+    job.run.finish("FINISHED")
+    return metrics
+
+
+def files_of(named: dict[str, Path | list[Path]]) -> list[Path]:
+    """Every existing file among named inputs, lists flattened."""
+    flat = [p for v in named.values() for p in (v if isinstance(v, list) else [v])]
+    return [p for p in flat if p.is_file()]
+
+
+def _named(items) -> dict[str, Path | list[Path]]:
+    return {name: [Path(v) for v in value] if isinstance(value, list) else Path(value)
+            for name, value in items.items()}
+
+
+def run_snakemake_job(smk) -> None:
+    """Entry point for ``script:`` rules: the ``snakemake`` object -> :func:`run_job`."""
+    from taskabs.stages import STAGES  # the registry imports every experiment module
+
+    if smk.rule not in STAGES:
+        raise KeyError(f"rule {smk.rule!r} has no stage in taskabs.stages.STAGES")
+    log_path = Path(smk.log[0]) if smk.log else None
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        handlers=handlers, force=True)
+    params = dict(smk.params.items())
+    job = Job(
+        rule=smk.rule,
+        input=_named(smk.input),
+        output=_named(smk.output),
+        config=params.pop("config", {}),
+        wildcards=dict(smk.wildcards.items()),
+        params=params,
+        threads=smk.threads,
+    )
+    run_job(job, STAGES[smk.rule], smk.config)

@@ -1,0 +1,1 @@
+"""Network architectures. Each file holds architecture only; training lives in taskabs.train."""

@@ -1,0 +1,90 @@
+"""Where a result came from: code version, data hashes, config hash, host, device."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def file_md5(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
+    """MD5 of a file's bytes: the hash DVC records for a file, so the two can be compared."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_hash(config: dict) -> str:
+    """SHA-256 of the canonical JSON of a resolved config (key order does not matter)."""
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()
+
+
+def data_hash(paths: list[str | os.PathLike]) -> str:
+    """One hash over the MD5s of several input files, in path order."""
+    listing = [[str(p), file_md5(p)] for p in sorted(map(str, paths))]
+    return hashlib.md5(canonical_json(listing).encode()).hexdigest()
+
+
+def git_state(cwd: str | os.PathLike = ".") -> tuple[str, bool]:
+    """(commit, dirty) of the repository; ("unknown", True) outside a git repository.
+
+    Dirty means tracked files differ from the commit; untracked results do not count.
+    """
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", True
+    return commit, bool(status.strip())
+
+
+def resolve_device(requested: str) -> torch.device:
+    """'auto' picks CUDA if visible, then Apple MPS, then CPU; anything else is forced."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"config device={requested!r} but no CUDA device is visible")
+    return device
+
+
+def host() -> str:
+    return socket.gethostname()
+
+
+def slurm_job_id() -> str | None:
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def path_hash_rows(paths: dict[str, Path]) -> dict[str, str]:
+    """{name: sha256} for existing files (the artifact hashes the audit checks)."""
+    return {name: file_sha256(p) for name, p in paths.items() if Path(p).is_file()}

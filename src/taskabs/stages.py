@@ -1,0 +1,18 @@
+"""Which library function runs for which Snakemake rule (grep a rule name to find its code)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from taskabs.experiments import sequence, sequence_summary
+from taskabs.jobs import Job
+
+STAGES: dict[str, Callable[[Job], dict | None]] = {
+    "generate_sequences": sequence.generate,
+    "train_sequence": sequence.train,
+    "infer_sequence": sequence.infer,
+    "recompose_sequence": sequence.recompose,
+    "evaluate_sequence": sequence.evaluate,
+    "tabulate_sequence": sequence_summary.tabulate,
+    "plot_sequence": sequence_summary.plot,
+}

@@ -1,0 +1,148 @@
+"""MLflow records: one parent run per pipeline invocation, one child run per Snakemake job.
+
+The store is ``sqlite:///mlflow.db`` unless config ``tracking.uri`` or the standard
+``MLFLOW_TRACKING_URI`` says otherwise (the environment wins, so a cluster can point every job at
+one server without editing config).  :func:`prepare` creates the database and the experiment once,
+before any job starts: many processes creating a fresh SQLite database at once fail.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Callable, Iterable, TypeVar
+
+from taskabs.provenance import canonical_json
+
+log = logging.getLogger(__name__)
+
+PARENT_RUN_ENV = "TASKABS_PARENT_RUN_ID"
+DEFAULT_URI = "sqlite:///mlflow.db"
+T = TypeVar("T")
+
+
+def tracking_uri(config: dict) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or config.get("tracking", {}).get("uri") or DEFAULT_URI
+
+
+def experiment_name(config: dict) -> str:
+    return config.get("tracking", {}).get("experiment", "task-abstraction")
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient  # imported lazily: mlflow takes seconds to import
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def retry(call: Callable[[], T], *, attempts: int = 8, first_wait: float = 0.2) -> T:
+    """Retry a tracking call on transient failures (a locked SQLite file, a busy server)."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as error:  # mlflow wraps sqlalchemy/requests errors in its own types
+            transient = any(word in str(error).lower() for word in ("locked", "busy", "timed out", "connection"))
+            if not transient or attempt == attempts - 1:
+                raise
+            time.sleep(first_wait * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
+    """Fail fast, before any job is submitted, if an HTTP tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            if response.status != 200:
+                raise RuntimeError(f"tracking server {uri} answered /health with HTTP {response.status}")
+    except (urllib.error.URLError, OSError) as error:
+        raise RuntimeError(
+            f"tracking server {uri} is not reachable ({error}); start it, or unset MLFLOW_TRACKING_URI "
+            "to use the local SQLite store"
+        ) from None
+
+
+def prepare(config: dict) -> str:
+    """Create the store and the experiment if needed; return the experiment id."""
+    uri = tracking_uri(config)
+    check_reachable(uri)
+    client = _client(uri)
+    name = experiment_name(config)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name)
+
+
+def start_invocation(config: dict, *, tags: dict[str, str]) -> str:
+    """Open the parent run of one pipeline invocation; its id is exported to every job."""
+    client = _client(tracking_uri(config))
+    run = client.create_run(prepare(config), tags={"mlflow.runName": "pipeline", **tags})
+    os.environ[PARENT_RUN_ENV] = run.info.run_id
+    return run.info.run_id
+
+
+def end_invocation(config: dict, *, success: bool) -> None:
+    run_id = os.environ.get(PARENT_RUN_ENV)
+    if run_id:
+        _client(tracking_uri(config)).set_terminated(run_id, "FINISHED" if success else "FAILED")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists become their JSON text."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        elif isinstance(value, (list, tuple)):
+            out[name] = canonical_json(value)
+        else:
+            out[name] = value
+    return out
+
+
+class JobRun:
+    """One MLflow run for one Snakemake job; metrics are sent in batches, not per call."""
+
+    def __init__(self, config: dict, *, name: str, tags: dict[str, str]):
+        self.client = _client(tracking_uri(config))
+        experiment_id = retry(lambda: prepare(config))
+        all_tags = {"mlflow.runName": name, **tags}
+        if parent := os.environ.get(PARENT_RUN_ENV):
+            all_tags["mlflow.parentRunId"] = parent
+        self.run_id = retry(lambda: self.client.create_run(experiment_id, tags=all_tags)).info.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+        for i in range(0, len(items), 100):
+            retry(lambda: self.client.log_batch(self.run_id, params=items[i : i + 100]))
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        for i in range(0, len(items), 100):
+            retry(lambda: self.client.log_batch(self.run_id, tags=items[i : i + 100]))
+
+    def log_metrics(self, rows: Iterable[tuple[str, float, int]]) -> None:
+        """rows of (key, value, step), sent 1000 at a time."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, int(step)) for k, v, step in rows]
+        for i in range(0, len(items), 1000):
+            retry(lambda: self.client.log_batch(self.run_id, metrics=items[i : i + 1000]))
+
+    def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
+        retry(lambda: self.client.log_artifact(self.run_id, path, artifact_path))
+
+    def finish(self, status: str) -> None:
+        retry(lambda: self.client.set_terminated(self.run_id, status))

@@ -1,0 +1,60 @@
+"""Shared fixtures: a throw-away copy of the project for end-to-end runs of the real tools."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def project_files() -> list[str]:
+    """Files a clean clone would have: tracked plus new files git does not ignore."""
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return [f for f in out.splitlines() if (ROOT / f).is_file()]
+
+
+def copy_project(dest: Path) -> Path:
+    """A fresh git repository holding the project's files, with one commit."""
+    for name in project_files():
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@localhost",
+           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@localhost"}
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "snapshot"]):
+        subprocess.run(cmd, cwd=dest, check=True, env=env)
+    return dest
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """Environment for subprocesses: the venv's tools first, the local SQLite store."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "TASKABS_PARENT_RUN_ID")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    env["CI"] = "true"
+    env.update(extra)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, *, check: bool = True, timeout: float = 600, **env: str):
+    result = subprocess.run(cmd, cwd=cwd, env=tool_env(**env), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def snakemake(cwd: Path, *args: str, config: str = "config/smoke.yaml", check: bool = True, **env: str):
+    return run([str(BIN / "snakemake"), "--workflow-profile", "workflow/profiles/default",
+                "--configfile", config, *args], cwd, check=check, **env)
+
+
+@pytest.fixture(scope="session")
+def project_copy(tmp_path_factory) -> Path:
+    return copy_project(tmp_path_factory.mktemp("project"))

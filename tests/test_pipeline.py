@@ -1,0 +1,139 @@
+"""End to end: the smoke DAG with the real Snakemake, MLflow and DVC, in a fresh copy of the project."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from conftest import BIN, copy_project, run, snakemake, tool_env
+from taskabs.provenance import file_sha256
+
+pytestmark = pytest.mark.slow
+
+FIGURES = ["sequence_learning_curves", "sequence_switch_accuracy", "sequence_gradient_vs_posterior",
+           "sequence_recomposition", "sequence_forgetting"]
+TABLES = ["sequence_summary", "sequence_recomposition", "sequence_learning_curves", "sequence_switch_accuracy"]
+JOBS_PER_RUN = {"generate_sequences": 1, "train_sequence": 2, "infer_sequence": 2, "recompose_sequence": 2,
+                "evaluate_sequence": 2, "tabulate_sequence": 1, "plot_sequence": 1}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = copy_project(tmp_path_factory.mktemp("pipeline"))
+    # first run: every training job is SIGKILLed after 12 of its 20 steps (checkpoint at 10)
+    killed = snakemake(root, check=False, TASKABS_KILL_AT_STEP="12")
+    assert killed.returncode != 0
+    assert "train_sequence" in killed.stdout + killed.stderr
+    snakemake(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(project):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project}/mlflow.db")
+    experiment = client.get_experiment_by_name("task-abstraction")
+    return client, client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def test_smoke_dag_produces_every_table_and_figure(project):
+    for name in FIGURES:
+        assert (project / f"results/figures/{name}.png").stat().st_size > 5000
+    for name in TABLES:
+        assert len(pl.read_csv(project / f"results/tables/{name}.csv")) > 0
+    summary = pl.read_csv(project / "results/tables/sequence_summary.csv")
+    for metric in ("accuracy_one_step", "accuracy_iterative", "accuracy_exhaustive", "accuracy_exact_posterior",
+                   "corr_one_step_exact", "forgetting_mse_second_to_last", "shared_unit_ratio"):
+        rows = summary.filter(pl.col("metric") == metric)
+        assert sorted(rows["model"]) == ["gbi_lstm", "lstm"], metric
+        assert all(math.isfinite(v) for v in rows["mean"]), metric
+    # the Bayesian filter is near-perfect on this well-separated process: a check of the data path
+    exact = summary.filter((pl.col("metric") == "accuracy_exact_posterior"))["mean"]
+    assert exact.min() > 0.9
+
+
+def test_every_job_is_an_mlflow_run_nested_under_its_invocation(project, runs):
+    client, all_runs = runs
+    parents = [r for r in all_runs if r.data.tags.get("rule") == "pipeline"]
+    assert sorted(r.info.status for r in parents) == ["FAILED", "FINISHED"]
+    finished = next(r for r in parents if r.info.status == "FINISHED")
+    children = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == finished.info.run_id]
+    # the second invocation re-ran what the kill left undone: everything but data generation
+    ran = {}
+    for r in children:
+        ran[r.data.tags["rule"]] = ran.get(r.data.tags["rule"], 0) + 1
+    assert ran == {k: v for k, v in JOBS_PER_RUN.items() if k != "generate_sequences"}
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    for r in children:
+        tags = r.data.tags
+        assert r.info.status == "FINISHED"
+        assert tags["git_commit"] == head and tags["git_dirty"] == "false"
+        assert len(tags["config_hash"]) == 64 and len(tags["data_hash"]) == 32
+        assert tags["device"] == "cpu" and tags["host"] and tags["seed"] == "0"
+        assert json.loads(tags["wildcards"]) is not None
+        assert r.data.params, "the job's resolved config is logged as params"
+        for key, value in tags.items():
+            if key.startswith("output.") and key.endswith(".sha256"):
+                path = project / tags[key.replace(".sha256", ".path")]
+                assert file_sha256(path) == value, path
+
+
+def test_killed_training_resumed_from_its_checkpoint(runs):
+    client, all_runs = runs
+    train = [r for r in all_runs if r.data.tags.get("rule") == "train_sequence" and r.info.status == "FINISHED"]
+    assert len(train) == 2
+    for r in train:
+        assert r.data.metrics["resumed_from_step"] == 10
+        assert len(client.get_metric_history(r.info.run_id, "train_loss")) == 20
+
+
+def test_report_builds_with_every_figure(project):
+    snakemake(project, "--report", "results/report.html")
+    html = (project / "results/report.html").read_text(errors="replace")
+    for name in FIGURES:
+        assert name in html
+
+
+def test_second_run_has_nothing_to_do(project):
+    result = snakemake(project)
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_dvc_round_trip_restores_results_without_reruns(project):
+    dvc = str(BIN / "dvc")
+    run([dvc, "commit", "--force", "--quiet"], project)
+    assert "up to date" in run([dvc, "status"], project).stdout
+    run([dvc, "push", "--quiet"], project)
+    before = file_sha256(project / "results/tables/sequence_summary.csv")
+    for name in ("data", "results"):
+        subprocess.run(["rm", "-rf", str(project / name)], check=True)
+    subprocess.run(["rm", "-rf", str(project / ".dvc/cache")], check=True)
+    run([dvc, "pull", "--quiet"], project)
+    assert file_sha256(project / "results/tables/sequence_summary.csv") == before
+    result = snakemake(project, "-n")
+    assert "Nothing to be done" in result.stdout + result.stderr
+    assert "up to date" in run([dvc, "status"], project).stdout
+
+
+def test_snakemake_killed_with_sigkill_reruns_without_manual_cleanup(project):
+    proc = subprocess.Popen([str(BIN / "snakemake"), "--workflow-profile", "workflow/profiles/default",
+                             "--configfile", "config/smoke.yaml", "--forcerun", "plot_sequence"],
+                            cwd=project, env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    locks = project / ".snakemake/locks"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (locks.is_dir() and any(locks.iterdir())):
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert any(locks.iterdir()), "the killed run left its lock behind"
+    run([str(BIN / "taskabs"), "unlock-stale"], project)
+    snakemake(project)
+    assert "Nothing to be done" in snakemake(project, "-n").stdout

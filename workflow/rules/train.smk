@@ -1,0 +1,25 @@
+# Model training: one job per (model, seed); checkpoints outside results/ so a re-run resumes.
+
+
+rule train_sequence:
+    input:
+        train=rules.generate_sequences.output.train,
+    output:
+        model=f"{SEQUENCE_RUNS}/model.pt",
+        curve=f"{SEQUENCE_RUNS}/learning_curve.csv",
+    params:
+        config=sequence_config("data", "model", "train"),
+        checkpoint="checkpoints/sequence/{model}/seed{seed}.pt",
+    wildcard_constraints:
+        model="|".join(config["sequence"]["models"]),
+        seed=r"\d+",
+    resources:
+        gpu=lambda wc: int(config["device"] in ("auto", "cuda")),
+    log:
+        "logs/train_sequence/{model}_seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/train_sequence/{model}_seed{seed}.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"
