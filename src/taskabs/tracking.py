@@ -108,7 +108,11 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 class JobRun:
-    """One MLflow run for one Snakemake job; metrics are sent in batches, not per call."""
+    """One MLflow run for one Snakemake job.
+
+    Params, metrics and tags are buffered and sent in one ``log_batch`` when the run finishes
+    (whatever its status), so tracking costs three calls per job, none inside the training loop.
+    """
 
     def __init__(self, config: dict, *, name: str, tags: dict[str, str]):
         self.client = _client(tracking_uri(config))
@@ -117,32 +121,40 @@ class JobRun:
         if parent := os.environ.get(PARENT_RUN_ENV):
             all_tags["mlflow.parentRunId"] = parent
         self.run_id = retry(lambda: self.client.create_run(experiment_id, tags=all_tags)).info.run_id
+        self._params: dict[str, str] = {}
+        self._tags: dict[str, str] = {}
+        self._metrics: list[tuple[str, float, int]] = []
 
     def log_params(self, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
-        for i in range(0, len(items), 100):
-            retry(lambda: self.client.log_batch(self.run_id, params=items[i : i + 100]))
+        self._params.update({k: str(v)[:6000] for k, v in flatten(params).items()})
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        from mlflow.entities import RunTag
-
-        items = [RunTag(k, str(v)) for k, v in tags.items()]
-        for i in range(0, len(items), 100):
-            retry(lambda: self.client.log_batch(self.run_id, tags=items[i : i + 100]))
+        self._tags.update({k: str(v) for k, v in tags.items()})
 
     def log_metrics(self, rows: Iterable[tuple[str, float, int]]) -> None:
-        """rows of (key, value, step), sent 1000 at a time."""
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, int(step)) for k, v, step in rows]
-        for i in range(0, len(items), 1000):
-            retry(lambda: self.client.log_batch(self.run_id, metrics=items[i : i + 1000]))
+        """rows of (key, value, step)."""
+        self._metrics.extend((k, float(v), int(step)) for k, v, step in rows)
 
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
         retry(lambda: self.client.log_artifact(self.run_id, path, artifact_path))
 
+    def flush(self) -> None:
+        """Send everything buffered, within MLflow's per-request limits."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        params = [Param(k, v) for k, v in self._params.items()]
+        tags = [RunTag(k, v) for k, v in self._tags.items()]
+        metrics = [Metric(k, v, now, step) for k, v, step in self._metrics]
+        while params or tags or metrics:
+            batch_params, params = params[:100], params[100:]
+            batch_tags, tags = tags[:100], tags[100:]
+            room = 1000 - len(batch_params) - len(batch_tags)
+            batch_metrics, metrics = metrics[:room], metrics[room:]
+            retry(lambda: self.client.log_batch(self.run_id, metrics=batch_metrics, params=batch_params,
+                                                tags=batch_tags))
+        self._params, self._tags, self._metrics = {}, {}, []
+
     def finish(self, status: str) -> None:
+        self.flush()
         retry(lambda: self.client.set_terminated(self.run_id, status))

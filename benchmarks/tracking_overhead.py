@@ -1,0 +1,65 @@
+"""Tracking overhead: one training job with its MLflow run against the same loop without.
+
+Both arms train the quick-default GBI-LSTM for the same steps in-process; the tracked arm also
+creates the run, logs the resolved config, the batched per-step metrics and finishes the run, as
+taskabs.jobs does.  The one-off cost of importing mlflow is reported separately.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from common import interleaved, report
+from taskabs.models.sequence import SequenceModelConfig, TaskConditionedLSTM
+from taskabs.train import train
+
+STREAMS, CHUNK = 32, 25
+
+
+def measure(steps: int) -> None:
+    x = torch.rand(STREAMS, steps * CHUNK, 1)
+    z = torch.nn.functional.one_hot(torch.randint(0, 2, (STREAMS, steps * CHUNK)), 2).float()
+    workdir = Path(tempfile.mkdtemp())
+    config = {"tracking": {"uri": f"sqlite:///{workdir}/mlflow.db", "experiment": "bench"}}
+
+    def train_once():
+        torch.manual_seed(0)
+        model = TaskConditionedLSTM(SequenceModelConfig())
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        step_loss = lambda net, s: (net.loss_per_example(x[:, s * CHUNK:(s + 1) * CHUNK],
+                                                         z[:, s * CHUNK:(s + 1) * CHUNK]).mean(), {})
+        result = train(model, opt, step_loss, steps=steps, checkpoint_path=workdir / "ckpt.pt",
+                       checkpoint_every=50, resolved_config={"steps": steps})
+        (workdir / "ckpt.pt").unlink()  # or the next repetition would resume from it
+        return result
+
+    from taskabs import tracking
+
+    tracking.prepare(config)
+
+    def tracked():
+        run = tracking.JobRun(config, name="bench", tags={"rule": "bench"})
+        run.log_params({"sequence": {"train": {"steps": steps, "lr": 3e-3}}, "seed": 0})
+        result = train_once()
+        run.log_metrics(("train_loss", v, i) for i, v in enumerate(result.history["loss"]))
+        run.finish("FINISHED")
+
+    medians = interleaved({"training loop": train_once, "training loop + MLflow run": tracked}, repeats=5)
+    report(f"Tracking overhead ({steps} steps, GBI-LSTM, 1 thread)", medians, "training loop")
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    import mlflow  # noqa: F401  (what every job process pays once, tracked or not)
+    print(f"one-off import of mlflow: {time.perf_counter() - started:.2f} s per job process")
+    for steps in (200, 2000):  # the quick default's training job, and a ten times longer one
+        measure(steps)
+
+
+if __name__ == "__main__":
+    main()
