@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from taskabs.experiments import sequence, sequence_summary
+from taskabs.experiments import gdln, sequence, sequence_summary
 from taskabs.jobs import Job
 
 STAGES: dict[str, Callable[[Job], dict | None]] = {
@@ -15,4 +15,6 @@ STAGES: dict[str, Callable[[Job], dict | None]] = {
     "evaluate_sequence": sequence.evaluate,
     "tabulate_sequence": sequence_summary.tabulate,
     "plot_sequence": sequence_summary.plot,
+    "simulate_gdln": gdln.simulate,
+    "plot_gdln": gdln.plot,
 }

@@ -8,6 +8,7 @@ from taskabs.provenance import git_state
 # The project's one software environment (used with --software-deployment-method conda).
 CONDA_ENV = "../../environment.yml"
 SEQUENCE_RUNS = "results/sequence/{model}/seed{seed}"
+GDLN_EXPERIMENTS = ["xor", "routing", "race", "zero_shot"]
 
 
 def sequence_config(*sections):
@@ -35,6 +36,8 @@ def all_targets():
     if config["sequence"]["enabled"]:
         targets += rules.plot_sequence.output
         targets += rules.tabulate_sequence.output
+    if config["gdln"]["enabled"]:
+        targets += rules.plot_gdln.output
     return targets
 
 

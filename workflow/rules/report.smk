@@ -79,3 +79,51 @@ rule plot_sequence:
         CONDA_ENV
     script:
         "../scripts/run_stage.py"
+
+
+rule plot_gdln:
+    input:
+        **{
+            f"{name}_{part}": f"results/gdln/{name}/{file}"
+            for name in GDLN_EXPERIMENTS
+            for part, file in (("rows", "rows.parquet"), ("arrays", "arrays.npz"), ("summary", "summary.json"))
+        },
+    output:
+        checks=report(
+            "results/tables/gdln_checks.csv",
+            caption="../report/gdln_checks.rst",
+            category="3. Gated deep linear networks",
+            subcategory="Tables",
+        ),
+        xor=report(
+            "results/figures/gdln_xor.png",
+            caption="../report/gdln_xor.rst",
+            category="3. Gated deep linear networks",
+            subcategory="Figures",
+        ),
+        routing=report(
+            "results/figures/gdln_routing.png",
+            caption="../report/gdln_routing.rst",
+            category="3. Gated deep linear networks",
+            subcategory="Figures",
+        ),
+        race=report(
+            "results/figures/gdln_race.png",
+            caption="../report/gdln_race.rst",
+            category="3. Gated deep linear networks",
+            subcategory="Figures",
+        ),
+        zero_shot=report(
+            "results/figures/gdln_zero_shot.png",
+            caption="../report/gdln_zero_shot.rst",
+            category="3. Gated deep linear networks",
+            subcategory="Figures",
+        ),
+    log:
+        "logs/plot_gdln.log",
+    benchmark:
+        "logs/benchmarks/plot_gdln.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"

@@ -23,3 +23,24 @@ rule train_sequence:
         CONDA_ENV
     script:
         "../scripts/run_stage.py"
+
+
+rule simulate_gdln:
+    """Train a gated deep linear network and integrate its reduced dynamics (one experiment)."""
+    output:
+        rows="results/gdln/{experiment}/rows.parquet",
+        arrays="results/gdln/{experiment}/arrays.npz",
+        summary="results/gdln/{experiment}/summary.json",
+    params:
+        config=lambda wc: config["gdln"],
+    wildcard_constraints:
+        experiment="xor|routing|race|zero_shot",
+    threads: 1
+    log:
+        "logs/simulate_gdln/{experiment}.log",
+    benchmark:
+        "logs/benchmarks/simulate_gdln/{experiment}.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"
