@@ -10,7 +10,12 @@ PROFILE ?= workflow/profiles/default
 BIN := $(VENV)/bin
 SNAKEMAKE = $(BIN)/snakemake --workflow-profile $(PROFILE) --configfile $(CONFIG)
 
-.PHONY: venv reproduce smoke report test lint bench clean-results
+.PHONY: venv system-deps reproduce smoke test lint bench slurm-smoke
+
+# Debian packages: Fashion-MNIST (OOD data), SLURM + munge (local cluster), PostgreSQL
+# (tracking server). Installed when root with apt-get; otherwise the tests that need them skip
+# with the reason.
+DEBIAN_PACKAGES := dataset-fashion-mnist slurm-wlm munge postgresql
 
 # torch first and exactly: its CPU wheel, not the newest release with its CUDA packages.
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -22,6 +27,13 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	touch $@
 
 venv: $(VENV)/.installed
+
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+		if [ -n "$$missing" ]; then apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi; \
+	else echo "system-deps: not root or no apt-get; install $(DEBIAN_PACKAGES) yourself" >&2; fi
 
 ## reproduce: run the whole DAG on $(CONFIG), build results/report.html, record results in DVC
 reproduce: venv

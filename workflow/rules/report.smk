@@ -23,6 +23,7 @@ rule tabulate_sequence:
         ),
         curves="results/tables/sequence_learning_curves.csv",
         switch="results/tables/sequence_switch_accuracy.csv",
+    localrule: True
     log:
         "logs/tabulate_sequence.log",
     benchmark:
@@ -71,6 +72,7 @@ rule plot_sequence:
             category="1. GBI toy sequences",
             subcategory="Figures",
         ),
+    localrule: True
     log:
         "logs/plot_sequence.log",
     benchmark:
@@ -119,6 +121,7 @@ rule plot_gdln:
             category="3. Gated deep linear networks",
             subcategory="Figures",
         ),
+    localrule: True
     log:
         "logs/plot_gdln.log",
     benchmark:
