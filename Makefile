@@ -55,7 +55,12 @@ test: venv
 lint: venv
 	$(BIN)/snakemake --lint
 
-## bench: performance ratios (tracking overhead, GBI cost) measured in one run
+## slurm-smoke: the smoke DAG through a single-node SLURM cluster on this machine (root, Debian)
+slurm-smoke: venv system-deps
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/slurm-smoke.sh
+
+## bench: performance ratios measured in one run each (tracking overhead, GBI cost)
 bench: venv
-	$(BIN)/python benchmarks/tracking_overhead.py
-	$(BIN)/python benchmarks/gbi_cost.py
+	cd benchmarks && ../$(BIN)/python tracking_overhead.py
+	cd benchmarks && ../$(BIN)/python gbi_cost.py
+	cd benchmarks && ../$(BIN)/python image_gbi_cost.py

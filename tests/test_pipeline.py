@@ -17,17 +17,21 @@ from taskabs.provenance import file_sha256
 pytestmark = pytest.mark.slow
 
 FIGURES = ["sequence_learning_curves", "sequence_switch_accuracy", "sequence_gradient_vs_posterior",
-           "sequence_recomposition", "sequence_forgetting", "gdln_xor", "gdln_routing", "gdln_race", "gdln_zero_shot"]
+           "sequence_recomposition", "sequence_forgetting", "gdln_xor", "gdln_routing", "gdln_race", "gdln_zero_shot",
+           "images_accuracy", "images_roc", "images_calibration", "images_recomposition"]
 TABLES = ["sequence_summary", "sequence_recomposition", "sequence_learning_curves", "sequence_switch_accuracy",
-          "gdln_checks"]
+          "gdln_checks", "images_accuracy", "images_ood", "images_calibration", "images_recomposition"]
 JOBS_PER_RUN = {"generate_sequences": 1, "train_sequence": 2, "infer_sequence": 2, "recompose_sequence": 2,
-                "evaluate_sequence": 2, "tabulate_sequence": 1, "plot_sequence": 1, "simulate_gdln": 4, "plot_gdln": 1}
+                "evaluate_sequence": 2, "tabulate_sequence": 1, "plot_sequence": 1, "simulate_gdln": 4, "plot_gdln": 1, "scorecard": 1,
+                "fetch_images": 1, "prepare_images": 1, "train_image_generative": 1, "train_image_classifier": 1,
+                "infer_images": 1, "recompose_images": 1, "tabulate_images": 1, "plot_images": 1}
+TRAINING = {"train_sequence", "train_image_generative", "train_image_classifier"}
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = copy_project(tmp_path_factory.mktemp("pipeline"))
-    # first run: every training job is SIGKILLed after 12 of its 20 steps (checkpoint at 10)
+    # first run: every training job is SIGKILLed after 12 steps (checkpoint at 10)
     killed = snakemake(root, check=False, TASKABS_KILL_AT_STEP="12")
     assert killed.returncode != 0
     assert "train_sequence" in killed.stdout + killed.stderr
@@ -60,6 +64,20 @@ def test_smoke_dag_produces_every_table_and_figure(project):
     assert exact.min() > 0.9
 
 
+def test_scorecard_lists_every_claim_with_a_verdict_and_its_runs(project, runs):
+    from taskabs.scorecard import CLAIMS
+
+    client, all_runs = runs
+    card = pl.read_csv(project / "results/scorecard.csv")
+    assert card["claim"].to_list() == [c.id for c in CLAIMS]
+    assert set(card["verdict"]) <= {"reproduced", "better", "worse", "not run"}
+    known = {r.info.run_id for r in all_runs}
+    for row in card.filter(pl.col("verdict") != "not run").iter_rows(named=True):
+        assert row["mlflow_runs"] and set(row["mlflow_runs"].split()) <= known, row["claim"]
+    metrics = json.loads((project / "results/scorecard.json").read_text())
+    assert set(metrics) == set(card["claim"])
+
+
 def test_every_job_is_an_mlflow_run_nested_under_its_invocation(project, runs):
     client, all_runs = runs
     parents = [r for r in all_runs if r.data.tags.get("rule") == "pipeline"]
@@ -72,7 +90,7 @@ def test_every_job_is_an_mlflow_run_nested_under_its_invocation(project, runs):
         counts = done if r.info.status == "FINISHED" else failed
         counts[r.data.tags["rule"]] = counts.get(r.data.tags["rule"], 0) + 1
     assert done == JOBS_PER_RUN
-    assert failed == {"train_sequence": 2}
+    assert set(failed) <= TRAINING and failed.get("train_sequence", 0) >= 1, failed
     assert any(r.data.tags["mlflow.parentRunId"] == finished.info.run_id for r in children)
     children = [r for r in children if r.info.status == "FINISHED"]
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()

@@ -85,13 +85,18 @@ def run_job(job: Job, stage: Callable[[Job], dict[str, float] | None], pipeline_
         "git_commit": commit,
         "git_dirty": str(dirty).lower(),
         "config_hash": provenance.config_hash(job.config),
+        "config_json": provenance.canonical_json(job.config),
         "data_hash": provenance.data_hash(inputs) if inputs else "none",
         "mlflow.source.git.commit": commit,
     }
     if slurm := provenance.slurm_job_id():
         tags["slurm_job_id"] = slurm
-    tags.update({f"input.{name}.md5": provenance.file_md5(p)
-                 for name, p in job.input.items() if not isinstance(p, list) and p.is_file()})
+    for name, value in job.input.items():
+        for i, path in enumerate(value if isinstance(value, list) else [value]):
+            if path.is_file():
+                key = f"input.{name}" + (f".{i}" if isinstance(value, list) else "")
+                tags[f"{key}.path"] = str(path)
+                tags[f"{key}.md5"] = provenance.file_md5(path)
     name = job.rule + "".join(f"[{k}={v}]" for k, v in sorted(job.wildcards.items()))
     job.run = JobRun(pipeline_config, name=name, tags=tags)
     job.run.log_params({**job.config, "threads": job.threads})

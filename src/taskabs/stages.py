@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from taskabs.experiments import gdln, sequence, sequence_summary
+from taskabs.experiments import gdln, images, images_summary, sequence, sequence_summary
+from taskabs import scorecard
 from taskabs.jobs import Job
 
 STAGES: dict[str, Callable[[Job], dict | None]] = {
@@ -17,4 +18,13 @@ STAGES: dict[str, Callable[[Job], dict | None]] = {
     "plot_sequence": sequence_summary.plot,
     "simulate_gdln": gdln.simulate,
     "plot_gdln": gdln.plot,
+    "fetch_images": images.fetch,
+    "prepare_images": images.prepare,
+    "train_image_generative": images.train_generative,
+    "train_image_classifier": images.train_classifier,
+    "infer_images": images.infer,
+    "recompose_images": images.recompose,
+    "tabulate_images": images_summary.tabulate,
+    "plot_images": images_summary.plot,
+    "scorecard": scorecard.build,
 }

@@ -158,3 +158,31 @@ class JobRun:
     def finish(self, status: str) -> None:
         self.flush()
         retry(lambda: self.client.set_terminated(self.run_id, status))
+
+
+def runs_by_output(config: dict) -> dict[str, Any]:
+    """Output path -> the latest FINISHED run that produced it (from the runs' output.*.path tags)."""
+    client = _client(tracking_uri(config))
+    experiment = client.get_experiment_by_name(experiment_name(config))
+    if experiment is None:
+        return {}
+    index: dict[str, Any] = {}
+    for run in client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'",
+                                  max_results=50000, order_by=["attributes.start_time ASC"]):
+        for key, value in run.data.tags.items():
+            if key.startswith("output.") and key.endswith(".path"):
+                index[value] = run  # later runs overwrite earlier ones
+    return index
+
+
+def runs_behind(path: str, index: dict[str, Any]) -> list[str]:
+    """Run ids behind a file: the run that made it and, recursively, the runs that made its inputs."""
+    seen: list[str] = []
+    stack = [path]
+    while stack:
+        run = index.get(stack.pop())
+        if run is None or run.info.run_id in seen:
+            continue
+        seen.append(run.info.run_id)
+        stack += [v for k, v in run.data.tags.items() if k.startswith("input.") and k.endswith(".path")]
+    return seen

@@ -1,5 +1,7 @@
 # Helpers shared by every rule: per-job config slices, the target list, and the MLflow parent run.
+import hashlib
 import os
+from pathlib import Path
 
 from taskabs import tracking
 from taskabs.provenance import git_state
@@ -11,9 +13,35 @@ SEQUENCE_RUNS = "results/sequence/{model}/seed{seed}"
 GDLN_EXPERIMENTS = ["xor", "routing", "race", "zero_shot"]
 
 
+# Library modules each group of rules runs.  Their hash is a param of the rules, so editing the
+# library re-runs exactly the jobs whose code changed (Snakemake itself only sees run_stage.py).
+CODE = {
+    "sequence": ["data/sequences.py", "models/sequence.py", "inference.py", "train.py", "experiments/sequence.py"],
+    "sequence_summary": ["experiments/sequence_summary.py", "plots.py"],
+    "gdln": ["gdln/network.py", "gdln/reduction.py", "gdln/experiments.py", "experiments/gdln.py", "plots.py"],
+    "images": ["data/idx.py", "data/fetch.py", "data/images.py", "models/image.py", "inference.py", "train.py",
+               "ood.py", "experiments/images.py"],
+    "images_summary": ["experiments/images_summary.py", "ood.py", "plots.py"],
+    "scorecard": ["scorecard.py"],
+}
+
+
+def code_version(group):
+    """SHA-256 over the source of the library modules a rule runs."""
+    digest = hashlib.sha256()
+    for module in CODE[group]:
+        digest.update(f"{module}\0".encode())
+        digest.update(Path(workflow.basedir, "src", "taskabs", module).read_bytes())
+    return digest.hexdigest()
+
+
 def sequence_config(*sections):
     """The slice of config.sequence a job reads: its params, so editing it reruns only that job."""
     return {section: config["sequence"][section] for section in sections}
+
+
+def images_config(*sections):
+    return {section: config["images"][section] for section in sections}
 
 
 def sequence_results(pattern, models=None):
@@ -28,16 +56,36 @@ def data_targets():
     targets = []
     if config["sequence"]["enabled"]:
         targets += rules.generate_sequences.output
+    if config["images"]["enabled"]:
+        targets += rules.prepare_images.output
     return targets
 
 
+def scorecard_inputs():
+    """Experiment tables the scorecard reads, by name (claims of disabled experiments: not run)."""
+    tables = {}
+    if config["sequence"]["enabled"]:
+        tables["sequence_summary"] = "results/tables/sequence_summary.csv"
+        tables["sequence_recomposition"] = "results/tables/sequence_recomposition.csv"
+    if config["images"]["enabled"]:
+        cifar = config["images"]["data"]["in_distribution"] == "cifar100"  # answers another claim
+        tables["images_cifar100_accuracy" if cifar else "images_accuracy"] = "results/tables/images_accuracy.csv"
+        if config["images"]["data"]["ood"]:
+            tables["images_ood"] = "results/tables/images_ood.csv"
+    if config["gdln"]["enabled"]:
+        tables["gdln_checks"] = "results/tables/gdln_checks.csv"
+    return tables
+
+
 def all_targets():
-    targets = []
+    targets = list(rules.scorecard.output)
     if config["sequence"]["enabled"]:
         targets += rules.plot_sequence.output
         targets += rules.tabulate_sequence.output
     if config["gdln"]["enabled"]:
         targets += rules.plot_gdln.output
+    if config["images"]["enabled"]:
+        targets += rules.plot_images.output
     return targets
 
 

@@ -7,11 +7,50 @@ rule generate_sequences:
         test="data/sequences/test.npz",
         probes="data/sequences/probes.npz",
     params:
+        code=code_version("sequence"),
         config=sequence_config("data"),
     log:
         "logs/generate_sequences.log",
     benchmark:
         "logs/benchmarks/generate_sequences.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"
+
+
+rule fetch_images:
+    """Raw image files from the configured sources, each checked against its pinned SHA-256."""
+    output:
+        raw=directory("data/raw/images"),
+    params:
+        code=code_version("images"),
+        config=images_config("data"),
+    log:
+        "logs/fetch_images.log",
+    benchmark:
+        "logs/benchmarks/fetch_images.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"
+
+
+rule prepare_images:
+    """In-distribution train/test split and the out-of-distribution sets, as arrays."""
+    input:
+        raw=rules.fetch_images.output.raw,
+    output:
+        train="data/prepared/images/train.npz",
+        test="data/prepared/images/test.npz",
+        ood="data/prepared/images/ood.npz",
+    params:
+        code=code_version("images"),
+        config=images_config("data"),
+    log:
+        "logs/prepare_images.log",
+    benchmark:
+        "logs/benchmarks/prepare_images.tsv"
     conda:
         CONDA_ENV
     script:

@@ -9,6 +9,7 @@ rule evaluate_sequence:
     output:
         metrics=f"{SEQUENCE_RUNS}/evaluation.json",
     params:
+        code=code_version("sequence"),
         config=sequence_config("evaluation"),
     log:
         "logs/evaluate_sequence/{model}_seed{seed}.log",

@@ -9,6 +9,7 @@ rule infer_sequence:
         table=f"{SEQUENCE_RUNS}/inference.parquet",
         metrics=f"{SEQUENCE_RUNS}/inference.json",
     params:
+        code=code_version("sequence"),
         config=sequence_config("inference"),
     log:
         "logs/infer_sequence/{model}_seed{seed}.log",
@@ -27,11 +28,57 @@ rule recompose_sequence:
     output:
         table=f"{SEQUENCE_RUNS}/recomposition.csv",
     params:
+        code=code_version("sequence"),
         config=sequence_config("recomposition"),
     log:
         "logs/recompose_sequence/{model}_seed{seed}.log",
     benchmark:
         "logs/benchmarks/recompose_sequence/{model}_seed{seed}.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"
+
+
+rule infer_images:
+    """Class inference (one-step, iterative, exhaustive GBI; classifier), OOD scores, calibration."""
+    input:
+        generative=rules.train_image_generative.output.model,
+        classifier=rules.train_image_classifier.output.model,
+        test=rules.prepare_images.output.test,
+        ood=rules.prepare_images.output.ood,
+    output:
+        scores="results/images/seed{seed}/scores.parquet",
+        metrics="results/images/seed{seed}/metrics.json",
+    params:
+        code=code_version("images"),
+        config=images_config("inference"),
+    threads: 1
+    log:
+        "logs/infer_images/seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/infer_images/seed{seed}.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"
+
+
+rule recompose_images:
+    """What iterative z finds on ambiguous inputs (pixel mixtures of two classes)."""
+    input:
+        generative=rules.train_image_generative.output.model,
+        test=rules.prepare_images.output.test,
+    output:
+        table="results/images/seed{seed}/recomposition.csv",
+    params:
+        code=code_version("images"),
+        config=images_config("recomposition"),
+    threads: 1
+    log:
+        "logs/recompose_images/seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/recompose_images/seed{seed}.tsv"
     conda:
         CONDA_ENV
     script:

@@ -1,6 +1,31 @@
 # Tables (polars) and figures (matplotlib) across seeds, each captioned for `snakemake --report`.
 
 
+rule scorecard:
+    """Each claim of the papers beside ours, with a verdict and the MLflow runs behind it."""
+    input:
+        **scorecard_inputs(),
+    output:
+        table=report(
+            "results/scorecard.csv",
+            caption="../report/scorecard.rst",
+            category="0. Reproduction scorecard",
+        ),
+        metrics="results/scorecard.json",
+    params:
+        code=code_version("scorecard"),
+        config={"tracking": config["tracking"]},
+    localrule: True
+    log:
+        "logs/scorecard.log",
+    benchmark:
+        "logs/benchmarks/scorecard.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"
+
+
 rule tabulate_sequence:
     input:
         inference=sequence_results(f"{SEQUENCE_RUNS}/inference.json"),
@@ -24,6 +49,8 @@ rule tabulate_sequence:
         curves="results/tables/sequence_learning_curves.csv",
         switch="results/tables/sequence_switch_accuracy.csv",
     localrule: True
+    params:
+        code=code_version("sequence_summary"),
     log:
         "logs/tabulate_sequence.log",
     benchmark:
@@ -73,6 +100,8 @@ rule plot_sequence:
             subcategory="Figures",
         ),
     localrule: True
+    params:
+        code=code_version("sequence_summary"),
     log:
         "logs/plot_sequence.log",
     benchmark:
@@ -122,10 +151,95 @@ rule plot_gdln:
             subcategory="Figures",
         ),
     localrule: True
+    params:
+        code=code_version("gdln"),
     log:
         "logs/plot_gdln.log",
     benchmark:
         "logs/benchmarks/plot_gdln.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"
+
+
+rule tabulate_images:
+    input:
+        metrics=expand("results/images/seed{seed}/metrics.json", seed=config["seeds"]),
+        recomposition=expand("results/images/seed{seed}/recomposition.csv", seed=config["seeds"]),
+    output:
+        accuracy=report(
+            "results/tables/images_accuracy.csv",
+            caption="../report/images_accuracy_table.rst",
+            category="2. GBI image classifier",
+            subcategory="Tables",
+        ),
+        ood=report(
+            "results/tables/images_ood.csv",
+            caption="../report/images_ood_table.rst",
+            category="2. GBI image classifier",
+            subcategory="Tables",
+        ),
+        calibration=report(
+            "results/tables/images_calibration.csv",
+            caption="../report/images_calibration_table.rst",
+            category="2. GBI image classifier",
+            subcategory="Tables",
+        ),
+        recomposition="results/tables/images_recomposition.csv",
+    localrule: True
+    params:
+        code=code_version("images_summary"),
+    log:
+        "logs/tabulate_images.log",
+    benchmark:
+        "logs/benchmarks/tabulate_images.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"
+
+
+rule plot_images:
+    input:
+        accuracy=rules.tabulate_images.output.accuracy,
+        ood=rules.tabulate_images.output.ood,
+        calibration=rules.tabulate_images.output.calibration,
+        recomposition=rules.tabulate_images.output.recomposition,
+        scores=expand("results/images/seed{seed}/scores.parquet", seed=config["seeds"]),
+    output:
+        accuracy=report(
+            "results/figures/images_accuracy.png",
+            caption="../report/images_accuracy.rst",
+            category="2. GBI image classifier",
+            subcategory="Figures",
+        ),
+        roc=report(
+            "results/figures/images_roc.png",
+            caption="../report/images_roc.rst",
+            category="2. GBI image classifier",
+            subcategory="Figures",
+        ),
+        calibration=report(
+            "results/figures/images_calibration.png",
+            caption="../report/images_calibration.rst",
+            category="2. GBI image classifier",
+            subcategory="Figures",
+        ),
+        recomposition=report(
+            "results/figures/images_recomposition.png",
+            caption="../report/images_recomposition.rst",
+            category="2. GBI image classifier",
+            subcategory="Figures",
+        ),
+    params:
+        code=code_version("images_summary"),
+        config=images_config("inference"),
+    localrule: True
+    log:
+        "logs/plot_images.log",
+    benchmark:
+        "logs/benchmarks/plot_images.tsv"
     conda:
         CONDA_ENV
     script:

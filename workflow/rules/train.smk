@@ -8,6 +8,7 @@ rule train_sequence:
         model=f"{SEQUENCE_RUNS}/model.pt",
         curve=f"{SEQUENCE_RUNS}/learning_curve.csv",
     params:
+        code=code_version("sequence"),
         config=sequence_config("data", "model", "train"),
         checkpoint="checkpoints/sequence/{model}/seed{seed}.pt",
     wildcard_constraints:
@@ -32,6 +33,7 @@ rule simulate_gdln:
         arrays="results/gdln/{experiment}/arrays.npz",
         summary="results/gdln/{experiment}/summary.json",
     params:
+        code=code_version("gdln"),
         config=lambda wc: config["gdln"],
     wildcard_constraints:
         experiment="xor|routing|race|zero_shot",
@@ -40,6 +42,50 @@ rule simulate_gdln:
         "logs/simulate_gdln/{experiment}.log",
     benchmark:
         "logs/benchmarks/simulate_gdln/{experiment}.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"
+
+
+rule train_image_generative:
+    """Class-conditioned generative network p(x | z), z = class one-hot."""
+    input:
+        train=rules.prepare_images.output.train,
+    output:
+        model="results/images/generative/seed{seed}/model.pt",
+        curve="results/images/generative/seed{seed}/learning_curve.csv",
+    params:
+        code=code_version("images"),
+        config=images_config("generative"),
+        checkpoint="checkpoints/images/generative/seed{seed}.pt",
+    threads: 1
+    log:
+        "logs/train_image_generative/seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/train_image_generative/seed{seed}.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"
+
+
+rule train_image_classifier:
+    """The canonical classifier of comparable size: the baseline."""
+    input:
+        train=rules.prepare_images.output.train,
+    output:
+        model="results/images/classifier/seed{seed}/model.pt",
+        curve="results/images/classifier/seed{seed}/learning_curve.csv",
+    params:
+        code=code_version("images"),
+        config=images_config("classifier"),
+        checkpoint="checkpoints/images/classifier/seed{seed}.pt",
+    threads: 1
+    log:
+        "logs/train_image_classifier/seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/train_image_classifier/seed{seed}.tsv"
     conda:
         CONDA_ENV
     script:

@@ -57,7 +57,11 @@ def tabulate(job: Job) -> dict:
 
     curves = pl.concat([pl.read_csv(p).with_columns(model=pl.lit(Path(p).parts[-3]))
                         for p in _inputs(job, "curves")])
-    mean_sd(curves, ["model", "step"], ["loss"]).write_csv(job.output["curves"])
+    # wide (one column per model) so that `dvc plots` can draw both curves from one file
+    (mean_sd(curves, ["model", "step"], ["loss"])
+     .pivot(on="model", index="step", values=["loss_mean", "loss_sd"], separator="/")
+     .rename(lambda c: "_".join(reversed(c.split("/"))) if "/" in c else c)
+     .write_csv(job.output["curves"]))
 
     switch = pl.concat([pl.read_parquet(p) for p in _inputs(job, "switch")])
     switch.group_by("since_switch").agg(
@@ -70,11 +74,12 @@ def tabulate(job: Job) -> dict:
 def plot(job: Job) -> dict:
     curves = read_table(job.input["curves"])
     fig, (ax,) = plots.figure(width=5)
-    for model, rows in curves.group_by("model", maintain_order=True):
-        model = model[0]
-        m, s = rows["loss_mean"].to_numpy(), rows["loss_sd"].fill_null(0).to_numpy()
-        ax.plot(rows["step"], m, color=plots.COLOURS[model], label=plots.LABELS[model])
-        ax.fill_between(rows["step"], m - s, m + s, color=plots.COLOURS[model], alpha=0.2)
+    for model in plots.LABELS:
+        if f"{model}_loss_mean" not in curves.columns:
+            continue
+        m, s = curves[f"{model}_loss_mean"].to_numpy(), curves[f"{model}_loss_sd"].fill_null(0).to_numpy()
+        ax.plot(curves["step"], m, color=plots.COLOURS[model], label=plots.LABELS[model])
+        ax.fill_between(curves["step"], m - s, m + s, color=plots.COLOURS[model], alpha=0.2)
     ax.set(xlabel="training step", ylabel="MSE", yscale="log", title="Learning curves")
     ax.legend()
     plots.save(fig, job.output["curves"])
