@@ -122,8 +122,22 @@ def _ood(scores: tuple[str, ...], paper: float) -> Callable[[Tables], Outcome]:
     return evaluate
 
 
+def _geometry(claim_id: str) -> Callable[[Tables], Outcome]:
+    """A verdict of the geometry experiment; 'partly reproduced' counts as worse, with its details."""
+    def evaluate(tables: Tables) -> Outcome:
+        row = tables["geometry_verdicts"].filter(pl.col("id") == claim_id).row(0, named=True)
+        verdict = {"reproduced": "reproduced", "not run": "not run"}.get(row["verdict"], "worse")
+        value = row["measured"]
+        shown = f"{value:.3g} (target {row['target']})" if value is not None else ""
+        if row["verdict"] not in ("reproduced", "not run"):
+            shown += f"; {row['verdict']}: {row['details']}"
+        return Outcome(shown, value, verdict)
+    return evaluate
+
+
 GBI_OOD_SCORES = ("grad_norm", "grad_min", "grad_entropy", "loss_one_step_z")
 GBI = "GBI (Hummos et al. 2024)"
+ABSTRACT = "Abstraction theory (Wang, Johnston & Fusi)"
 RACE = "Neural race (Saxe et al. 2022)"
 
 CLAIMS: list[Claim] = [
@@ -149,6 +163,14 @@ CLAIMS: list[Claim] = [
           ("images_ood",), _ood(("neg_max_softmax",), 0.73)),
     Claim("gbi.image.cifar100", GBI, "one-step GBI on CIFAR-100 (config/paper_cifar100.yaml)", "0.1852",
           ("images_cifar100_accuracy",), _image_accuracy("one_step", 0.1852)),
+    Claim("abstract.latent_tasks", ABSTRACT, "last-layer PS and CCGP >= 0.9 for every activation and depth",
+          "near 1", ("geometry_verdicts",), _geometry("a")),
+    Claim("abstract.above_input", ABSTRACT, "trained PS and CCGP clearly above the input and the untrained net",
+          "well above", ("geometry_verdicts",), _geometry("b")),
+    Claim("abstract.grows_with_p", ABSTRACT, "with random-hyperplane tasks, abstraction grows with P",
+          "grows", ("geometry_verdicts",), _geometry("c")),
+    Claim("abstract.nulls", ABSTRACT, "trained geometry is above the null models", "above",
+          ("geometry_verdicts",), _geometry("d")),
     Claim("race.routing.ode", RACE, "reduced ODE matches the simulated network (max rel. deviation <= 5%)",
           "exact at small lr", ("gdln_checks",), _gdln("routing", "max rel. deviation")),
     Claim("race.routing.steady_state", RACE, "routing steady state B2 = sqrt(M) B1",

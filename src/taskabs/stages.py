@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from taskabs.experiments import gdln, images, images_summary, sequence, sequence_summary
+from taskabs.experiments import gdln, geometry, images, images_summary, sequence, sequence_summary
 from taskabs import scorecard
 from taskabs.jobs import Job
 
@@ -26,5 +26,9 @@ STAGES: dict[str, Callable[[Job], dict | None]] = {
     "recompose_images": images.recompose,
     "tabulate_images": images_summary.tabulate,
     "plot_images": images_summary.plot,
+    "sweep_geometry": geometry.sweep_cell,
+    "sequence_geometry": geometry.sequence_geometry,
+    "tabulate_geometry": geometry.tabulate,
+    "plot_geometry": geometry.plot,
     "scorecard": scorecard.build,
 }

@@ -22,6 +22,11 @@ CODE = {
     "images": ["data/idx.py", "data/fetch.py", "data/images.py", "models/image.py", "inference.py", "train.py",
                "ood.py", "experiments/images.py"],
     "images_summary": ["experiments/images_summary.py", "ood.py", "plots.py"],
+    "geometry": ["abstraction.py", "geometry/parallelism.py", "geometry/decoding.py", "geometry/nulls.py",
+                 "experiments/geometry.py"],
+    "geometry_sequence": ["geometry/parallelism.py", "geometry/decoding.py", "geometry/nulls.py",
+                          "experiments/geometry.py", "experiments/sequence.py", "models/sequence.py"],
+    "geometry_summary": ["experiments/geometry.py", "experiments/sequence_summary.py", "plots.py"],
     "scorecard": ["scorecard.py"],
 }
 
@@ -42,6 +47,23 @@ def sequence_config(*sections):
 
 def images_config(*sections):
     return {section: config["images"][section] for section in sections}
+
+
+def geometry_config(*keys):
+    return {key: config["geometry"][key] for key in keys}
+
+
+def geometry_cells():
+    g = config["geometry"]
+    return expand(
+        "results/geometry/sweep/d{d}/{activation}/depth{depth}/width{width}/wd{weight_decay}.parquet",
+        d=g["d"], activation=g["activations"], depth=g["depths"], width=g["widths"], weight_decay=g["weight_decays"],
+    )
+
+
+def geometry_sequence_runs():
+    """Hidden-state geometry of the sequence models, when that experiment runs."""
+    return sequence_results(f"{SEQUENCE_RUNS}/geometry.json") if config["sequence"]["enabled"] else []
 
 
 def sequence_results(pattern, models=None):
@@ -72,6 +94,8 @@ def scorecard_inputs():
         tables["images_cifar100_accuracy" if cifar else "images_accuracy"] = "results/tables/images_accuracy.csv"
         if config["images"]["data"]["ood"]:
             tables["images_ood"] = "results/tables/images_ood.csv"
+    if config["geometry"]["enabled"]:
+        tables["geometry_verdicts"] = "results/tables/geometry_verdicts.csv"
     if config["gdln"]["enabled"]:
         tables["gdln_checks"] = "results/tables/gdln_checks.csv"
     return tables
@@ -86,6 +110,8 @@ def all_targets():
         targets += rules.plot_gdln.output
     if config["images"]["enabled"]:
         targets += rules.plot_images.output
+    if config["geometry"]["enabled"]:
+        targets += rules.plot_geometry.output
     return targets
 
 

@@ -19,3 +19,24 @@ rule evaluate_sequence:
         CONDA_ENV
     script:
         "../scripts/run_stage.py"
+
+
+rule sequence_geometry:
+    """Parallelism Score, CCGP and shattering of a sequence model's hidden state (task x observation)."""
+    input:
+        model=rules.train_sequence.output.model,
+        test=rules.generate_sequences.output.test,
+    output:
+        metrics=f"{SEQUENCE_RUNS}/geometry.json",
+    params:
+        code=code_version("geometry_sequence"),
+        config=geometry_config("sequence_null_draws", "sequence_null_decoding_draws"),
+    threads: 1
+    log:
+        "logs/sequence_geometry/{model}_seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/sequence_geometry/{model}_seed{seed}.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"

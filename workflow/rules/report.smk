@@ -244,3 +244,84 @@ rule plot_images:
         CONDA_ENV
     script:
         "../scripts/run_stage.py"
+
+
+rule tabulate_geometry:
+    input:
+        rows=geometry_cells(),
+        sequence=geometry_sequence_runs(),
+    output:
+        verdicts=report(
+            "results/tables/geometry_verdicts.csv",
+            caption="../report/geometry_verdicts.rst",
+            category="4. Abstract representations",
+            subcategory="Tables",
+        ),
+        summary=report(
+            "results/tables/geometry_summary.csv",
+            caption="../report/geometry_summary.rst",
+            category="4. Abstract representations",
+            subcategory="Tables",
+        ),
+        vs_p="results/tables/geometry_vs_p.csv",
+        sequence=report(
+            "results/tables/geometry_sequence.csv",
+            caption="../report/geometry_sequence_table.rst",
+            category="4. Abstract representations",
+            subcategory="Tables",
+        ),
+    params:
+        code=code_version("geometry_summary"),
+    localrule: True
+    log:
+        "logs/tabulate_geometry.log",
+    benchmark:
+        "logs/benchmarks/tabulate_geometry.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"
+
+
+rule plot_geometry:
+    input:
+        summary=rules.tabulate_geometry.output.summary,
+        vs_p=rules.tabulate_geometry.output.vs_p,
+        sequence=rules.tabulate_geometry.output.sequence,
+        rows=geometry_cells(),
+    output:
+        by_architecture=report(
+            "results/figures/geometry_by_architecture.png",
+            caption="../report/geometry_by_architecture.rst",
+            category="4. Abstract representations",
+            subcategory="Figures",
+        ),
+        vs_p=report(
+            "results/figures/geometry_vs_p.png",
+            caption="../report/geometry_vs_p.rst",
+            category="4. Abstract representations",
+            subcategory="Figures",
+        ),
+        vs_step=report(
+            "results/figures/geometry_vs_step.png",
+            caption="../report/geometry_vs_step.rst",
+            category="4. Abstract representations",
+            subcategory="Figures",
+        ),
+        sequence=report(
+            "results/figures/geometry_sequence.png",
+            caption="../report/geometry_sequence.rst",
+            category="4. Abstract representations",
+            subcategory="Figures",
+        ),
+    params:
+        code=code_version("geometry_summary"),
+    localrule: True
+    log:
+        "logs/plot_geometry.log",
+    benchmark:
+        "logs/benchmarks/plot_geometry.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"

@@ -90,3 +90,26 @@ rule train_image_classifier:
         CONDA_ENV
     script:
         "../scripts/run_stage.py"
+
+
+rule sweep_geometry:
+    """One cell of the abstraction sweep: MLPs on latent and random-hyperplane tasks, all seeds."""
+    output:
+        rows="results/geometry/sweep/d{d}/{activation}/depth{depth}/width{width}/wd{weight_decay}.parquet",
+    params:
+        code=code_version("geometry"),
+        config=geometry_config("seeds", "random_tasks", "random_tasks_depths", "steps", "eval_steps", "network"),
+    wildcard_constraints:
+        activation="relu|tanh|gelu|leaky_relu|sigmoid",
+        d=r"\d+",
+        depth=r"\d+",
+        width=r"\d+",
+    threads: 1
+    log:
+        "logs/sweep_geometry/d{d}_{activation}_depth{depth}_width{width}_wd{weight_decay}.log",
+    benchmark:
+        "logs/benchmarks/sweep_geometry/d{d}_{activation}_depth{depth}_width{width}_wd{weight_decay}.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"
