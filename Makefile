@@ -64,3 +64,4 @@ bench: venv
 	cd benchmarks && ../$(BIN)/python tracking_overhead.py
 	cd benchmarks && ../$(BIN)/python gbi_cost.py
 	cd benchmarks && ../$(BIN)/python image_gbi_cost.py
+	$(BIN)/python benchmarks/dag_scaling.py
