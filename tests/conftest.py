@@ -51,8 +51,9 @@ def run(cmd: list[str], cwd: Path, *, check: bool = True, timeout: float = 600, 
 
 
 def snakemake(cwd: Path, *args: str, config: str = "config/smoke.yaml", check: bool = True, **env: str):
-    return run([str(BIN / "snakemake"), "--workflow-profile", "workflow/profiles/default",
-                "--configfile", config, *args], cwd, check=check, **env)
+    # --configfile takes several values: targets and options go before it
+    return run([str(BIN / "snakemake"), *args, "--workflow-profile", "workflow/profiles/default",
+                "--configfile", config], cwd, check=check, **env)
 
 
 @pytest.fixture(scope="session")
