@@ -40,6 +40,19 @@ def code_version(group):
     return digest.hexdigest()
 
 
+def dvc_owned(paths):
+    """Mark inputs whose file times carry no information: DVC checkouts rewrite them in any order.
+
+    Snakemake compares input and output times even without the `mtime` rerun trigger and counts a
+    file without recorded metadata (a fresh clone after `dvc pull`) as changed; ancient() stops
+    that.  Re-runs still propagate from upstream jobs, and params carry config and code versions.
+    Copies to plain strings first: flagging mutates annotated strings, such as a rule's outputs.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        return ancient(str(paths))
+    return ancient([str(p) for p in paths])
+
+
 def sequence_config(*sections):
     """The slice of config.sequence a job reads: its params, so editing it reruns only that job."""
     return {section: config["sequence"][section] for section in sections}

@@ -39,7 +39,7 @@ rule fetch_images:
 rule prepare_images:
     """In-distribution train/test split and the out-of-distribution sets, as arrays."""
     input:
-        raw=rules.fetch_images.output.raw,
+        raw=dvc_owned(rules.fetch_images.output.raw),
     output:
         train="data/prepared/images/train.npz",
         test="data/prepared/images/test.npz",

@@ -3,9 +3,9 @@
 
 rule evaluate_sequence:
     input:
-        model=rules.train_sequence.output.model,
-        train=rules.generate_sequences.output.train,
-        probes=rules.generate_sequences.output.probes,
+        model=dvc_owned(rules.train_sequence.output.model),
+        train=dvc_owned(rules.generate_sequences.output.train),
+        probes=dvc_owned(rules.generate_sequences.output.probes),
     output:
         metrics=f"{SEQUENCE_RUNS}/evaluation.json",
     params:
@@ -24,8 +24,8 @@ rule evaluate_sequence:
 rule sequence_geometry:
     """Parallelism Score, CCGP and shattering of a sequence model's hidden state (task x observation)."""
     input:
-        model=rules.train_sequence.output.model,
-        test=rules.generate_sequences.output.test,
+        model=dvc_owned(rules.train_sequence.output.model),
+        test=dvc_owned(rules.generate_sequences.output.test),
     output:
         metrics=f"{SEQUENCE_RUNS}/geometry.json",
     params:

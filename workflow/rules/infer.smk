@@ -3,8 +3,8 @@
 
 rule infer_sequence:
     input:
-        model=rules.train_sequence.output.model,
-        test=rules.generate_sequences.output.test,
+        model=dvc_owned(rules.train_sequence.output.model),
+        test=dvc_owned(rules.generate_sequences.output.test),
     output:
         table=f"{SEQUENCE_RUNS}/inference.parquet",
         metrics=f"{SEQUENCE_RUNS}/inference.json",
@@ -23,8 +23,8 @@ rule infer_sequence:
 
 rule recompose_sequence:
     input:
-        model=rules.train_sequence.output.model,
-        probes=rules.generate_sequences.output.probes,
+        model=dvc_owned(rules.train_sequence.output.model),
+        probes=dvc_owned(rules.generate_sequences.output.probes),
     output:
         table=f"{SEQUENCE_RUNS}/recomposition.csv",
     params:
@@ -43,10 +43,10 @@ rule recompose_sequence:
 rule infer_images:
     """Class inference (one-step, iterative, exhaustive GBI; classifier), OOD scores, calibration."""
     input:
-        generative=rules.train_image_generative.output.model,
-        classifier=rules.train_image_classifier.output.model,
-        test=rules.prepare_images.output.test,
-        ood=rules.prepare_images.output.ood,
+        generative=dvc_owned(rules.train_image_generative.output.model),
+        classifier=dvc_owned(rules.train_image_classifier.output.model),
+        test=dvc_owned(rules.prepare_images.output.test),
+        ood=dvc_owned(rules.prepare_images.output.ood),
     output:
         scores="results/images/seed{seed}/scores.parquet",
         metrics="results/images/seed{seed}/metrics.json",
@@ -67,8 +67,8 @@ rule infer_images:
 rule recompose_images:
     """What iterative z finds on ambiguous inputs (pixel mixtures of two classes)."""
     input:
-        generative=rules.train_image_generative.output.model,
-        test=rules.prepare_images.output.test,
+        generative=dvc_owned(rules.train_image_generative.output.model),
+        test=dvc_owned(rules.prepare_images.output.test),
     output:
         table="results/images/seed{seed}/recomposition.csv",
     params:
