@@ -10,12 +10,12 @@ PROFILE ?= workflow/profiles/default
 BIN := $(VENV)/bin
 SNAKEMAKE = $(BIN)/snakemake --workflow-profile $(PROFILE) --configfile $(CONFIG)
 
-.PHONY: venv system-deps reproduce smoke test lint bench slurm-smoke
+.PHONY: venv system-deps reproduce smoke audit test lint bench slurm-smoke
 
 # Debian packages: Fashion-MNIST (OOD data), SLURM + munge (local cluster), PostgreSQL
-# (tracking server). Installed when root with apt-get; otherwise the tests that need them skip
+# (tracking server), Chromium (the report's browser test). Installed when root with apt-get; otherwise the tests that need them skip
 # with the reason.
-DEBIAN_PACKAGES := dataset-fashion-mnist slurm-wlm munge postgresql
+DEBIAN_PACKAGES := dataset-fashion-mnist slurm-wlm munge postgresql chromium
 
 # torch first and exactly: its CPU wheel, not the newest release with its CUDA packages.
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -43,6 +43,10 @@ reproduce: venv
 		$(SNAKEMAKE) --report results/report.html; fi
 	@if ! $(BIN)/dvc status --quiet; then $(BIN)/dvc commit --force --quiet && $(BIN)/dvc push --quiet; fi
 	@echo "report: results/report.html   runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+
+## audit: check every result against its MLflow run, git, dvc.lock and the config
+audit: venv
+	$(BIN)/taskabs audit $(foreach f,$(CONFIG),--configfile $(f))
 
 ## smoke: the same on the smoke config (seconds)
 smoke: CONFIG = config/smoke.yaml

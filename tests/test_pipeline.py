@@ -149,6 +149,13 @@ def test_dvc_round_trip_restores_results_without_reruns(project):
     assert "up to date" in run([dvc, "status"], project).stdout
 
 
+def test_audit_passes_on_the_whole_smoke_dag(project):
+    # after the DVC round trip: every result traced to a finished run, code, data, config, hashes
+    result = run([str(BIN / "taskabs"), "audit", "--configfile", "config/smoke.yaml"], project, check=False)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "MISMATCH" not in result.stdout
+
+
 def test_snakemake_killed_with_sigkill_reruns_without_manual_cleanup(project):
     proc = subprocess.Popen([str(BIN / "snakemake"), "--workflow-profile", "workflow/profiles/default",
                              "--configfile", "config/smoke.yaml", "--forcerun", "plot_sequence"],

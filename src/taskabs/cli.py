@@ -36,12 +36,26 @@ def unlock_stale(args) -> int:
     return subprocess.run([sys.executable, "-m", "snakemake", "--unlock", "--quiet"], cwd=root).returncode
 
 
+def audit(args) -> int:
+    """Check every result against its MLflow run, git, dvc.lock and the resolved config."""
+    from taskabs.audit import DEFAULT_CONFIGFILES, main as run_audit
+
+    return run_audit(args.root, args.configfile or list(DEFAULT_CONFIGFILES))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="taskabs", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("unlock-stale", help="clear the lock of a killed Snakemake run")
     p.add_argument("--directory", default=".")
     p.set_defaults(func=unlock_stale)
+    p = sub.add_parser("audit", help="trace every file in results/ to its run, code, data and config; "
+                                     "exit 1 naming each mismatch")
+    p.add_argument("--configfile", action="append", metavar="FILE",
+                   help="config file the results were made with, as given to snakemake, relative to --root "
+                        "(repeatable; default config/config.yaml)")
+    p.add_argument("--root", default=".", help="the project directory (default: the current one)")
+    p.set_defaults(func=audit)
     args = parser.parse_args(argv)
     return args.func(args)
 

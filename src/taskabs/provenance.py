@@ -45,17 +45,22 @@ def data_hash(paths: list[str | os.PathLike]) -> str:
     return hashlib.md5(canonical_json(listing).encode()).hexdigest()
 
 
+CODE_PATHS = ("src", "workflow", "Snakefile")
+
+
 def git_state(cwd: str | os.PathLike = ".") -> tuple[str, bool]:
     """(commit, dirty) of the repository; ("unknown", True) outside a git repository.
 
-    Dirty means tracked files differ from the commit; untracked results do not count.
+    Dirty means the code (``CODE_PATHS``) differs from the commit, new files included.  Config
+    edits are not code (the audit checks configs on their own), nor is dvc.lock, which every
+    `make reproduce` rewrites.
     """
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=all", "--", *CODE_PATHS],
             cwd=cwd, capture_output=True, text=True, check=True,
         ).stdout
     except (OSError, subprocess.CalledProcessError):

@@ -16,6 +16,9 @@ from typing import Any, Callable, Iterable, TypeVar
 from taskabs.provenance import canonical_json
 
 log = logging.getLogger(__name__)
+# Before mlflow is imported: MLflow 3's telemetry thread unsets a variable of os.environ while a
+# request iterates it (KeyError '_MLFLOW_TELEMETRY_SESSION_ID', ~1 job in 60 against a server).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 PARENT_RUN_ENV = "TASKABS_PARENT_RUN_ID"
 DEFAULT_URI = "sqlite:///mlflow.db"

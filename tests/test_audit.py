@@ -1,0 +1,287 @@
+"""taskabs audit: each check on synthetic records, then end to end on a real run that we tamper with.
+
+The end-to-end part runs part of the smoke DAG once (every job up to ``evaluate_sequence``: data,
+training, evaluation), records it in DVC, and then tampers with one thing at a time (a metrics file,
+a data file, the config, the code, the tracking database), restoring it afterwards: the audit must
+name exactly the files and checks each tampering breaks, and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import BIN, copy_project, run, snakemake
+from taskabs import audit, cli, provenance
+from taskabs.audit import DvcRecord, Producer, Resolution, RunRecord
+
+CONFIG = "config/smoke.yaml"
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks on synthetic records (fast)
+
+
+def record(run_id: str, *, status: str = "FINISHED", start: int = 0, **tags: str) -> RunRecord:
+    return RunRecord(run_id, status, start, {k.replace("__", "."): v for k, v in tags.items()})
+
+
+def test_producing_run_is_the_newest_finished_run_whose_hash_matches_the_file():
+    old = record("old", start=1, output__a__path="results/a.json", output__a__sha256="s-old")
+    new = record("new", start=2, output__a__path="results/a.json", output__a__sha256="s-new")
+    failed = record("failed", status="FAILED", start=3, output__a__path="results/a.json")
+    index = audit.index_outputs([old, new, failed])
+    # after `dvc checkout` of an older result the older run is its producer
+    assert audit.producing_run("results/a.json", index, "s-old").run.run_id == "old"
+    assert audit.producing_run("results/a.json", index, "s-new").run.run_id == "new"
+    # a tampered file: the newest FINISHED run, whose hash then does not match
+    tampered = audit.producing_run("results/a.json", index, "s-edited")
+    assert tampered.run.run_id == "new"
+    assert not audit.check_artifact(tampered, "results/a.json", "s-edited").ok
+    only_failed = audit.index_outputs([failed])
+    assert audit.check_run(audit.producing_run("results/a.json", only_failed, "x")).detail.endswith("not FINISHED")
+    assert audit.producing_run("results/b.json", index, "x") is None
+    assert not audit.check_run(None).ok
+
+
+def test_a_file_inside_a_directory_output_belongs_to_the_run_that_declared_the_directory():
+    run_ = record("d", output__images__path="results/images")
+    producer = audit.producing_run("results/images/sub/x.png", audit.index_outputs([run_]), "x")
+    assert producer.path == "results/images" and producer.output == "images"
+    verdict = audit.check_artifact(producer, "results/images/sub/x.png", "x")
+    assert verdict.ok and verdict.detail.startswith("n/a")
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_data_check_recomputes_the_data_hash_from_dvc_lock_and_the_files_on_disk(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # jobs run in the project directory and record relative paths
+    rel = [str(p.relative_to(tmp_path)) for p in (write(tmp_path / "data/x.npz", b"x"),
+                                                  write(tmp_path / "results/m.pt", b"m"))]
+    md5 = {r: provenance.file_md5(r) for r in rel}
+    tags = {"data_hash": provenance.data_hash([Path(r) for r in rel]),  # as jobs.py records it
+            "input.train.path": rel[0], "input.train.md5": md5[rel[0]],
+            "input.model.path": rel[1], "input.model.md5": md5[rel[1]]}
+    dvc = DvcRecord(dict(md5), ["data", "results"])
+    assert audit.check_data(RunRecord("r", "FINISHED", 0, tags), dvc, tmp_path) == audit.OK
+
+    relocked = DvcRecord({**md5, rel[0]: "f" * 32}, ["data", "results"])  # dvc commit of other bytes
+    verdict = audit.check_data(RunRecord("r", "FINISHED", 0, tags), relocked, tmp_path)
+    assert not verdict.ok and "dvc.lock records ffffffff" in verdict.detail
+
+    write(tmp_path / rel[0], b"edited")  # edited on disk, not (yet) recorded by DVC
+    verdict = audit.check_data(RunRecord("r", "FINISHED", 0, tags), dvc, tmp_path)
+    assert not verdict.ok and f"{rel[0]} changed on disk since dvc.lock" in verdict.detail
+
+    unlocked = DvcRecord({}, ["data", "results"], {"data": "manifest abc.dir not in the DVC cache"})
+    assert "not in the DVC cache" in audit.check_data(RunRecord("r", "FINISHED", 0, tags), unlocked, tmp_path).detail
+    assert audit.check_data(RunRecord("r", "FINISHED", 0, {"data_hash": "none"}), dvc, tmp_path).detail.startswith("n/a")
+
+
+def test_config_check_verifies_the_record_and_names_the_keys_that_changed():
+    config = {"train": {"steps": 20, "lr": 0.01}}
+    config_json = provenance.canonical_json(config)
+    run_ = record("r", rule="train", config_json=config_json, config_hash=provenance.config_hash(config),
+                  output__model__path="results/m.pt")
+    producer = Producer(run_, "model", "results/m.pt")
+    same = Resolution({}, {"results/m.pt": ("train", {"train": {"lr": 0.01, "steps": 20}})})
+    assert audit.check_config(run_, producer, same) == audit.OK  # key order does not matter
+    changed = Resolution({}, {"results/m.pt": ("train", {"train": {"steps": 30, "lr": 0.01}})})
+    assert audit.check_config(run_, producer, changed).detail == "config changed since run: train.steps: 20 -> 30"
+    assert "no job of the current config" in audit.check_config(run_, producer, Resolution({}, {})).detail
+    forged = RunRecord("r", "FINISHED", 0, {**run_.tags, "config_json": config_json.replace("20", "25")})
+    assert "does not hash to config_hash" in audit.check_config(forged, producer, same).detail
+
+
+def test_the_report_is_listed_as_made_by_snakemake_and_checked_against_dvc_only(tmp_path):
+    report = write(tmp_path / "results/report.html", b"<html></html>")
+    dvc = DvcRecord({"results/report.html": provenance.file_md5(report)}, ["results"])
+    row = audit.audit_file("results/report.html", tmp_path, {}, dvc, Resolution({}, {}), audit.Git(tmp_path))
+    assert row["rule"] == "(snakemake --report)" and all(row[c].ok for c in audit.CHECKS)
+    assert row["dvc"] == audit.OK
+    write(report, b"<html>edited</html>")
+    row = audit.audit_file("results/report.html", tmp_path, {}, dvc, Resolution({}, {}), audit.Git(tmp_path))
+    assert audit.mismatches([row]) == [("results/report.html", "dvc", row["dvc"].detail)]
+
+
+def test_cli_passes_every_configfile_and_the_root(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(audit, "main", lambda root, configfiles: seen.update(root=root, files=configfiles) or 1)
+    assert cli.main(["audit", "--configfile", "a.yaml", "--configfile", "b.yaml", "--root", "proj"]) == 1
+    assert seen == {"root": "proj", "files": ["a.yaml", "b.yaml"]}
+    cli.main(["audit"])
+    assert seen["files"] == ["config/config.yaml"] and seen["root"] == "."
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: a real run, tampered with one thing at a time
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = copy_project(tmp_path_factory.mktemp("audit"))
+    snakemake(root, "--until", "evaluate_sequence")  # data, training, evaluation: every kind of check
+    run([str(BIN / "dvc"), "commit", "--force", "--quiet"], root)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def local_tracking(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def audit_of(root: Path) -> tuple[int, str, set[tuple[str, str]]]:
+    """(exit code, printed output, {(file, check)} of the mismatches it names)."""
+    out = io.StringIO()
+    code = audit.main(root, [CONFIG], out=out)
+    text = out.getvalue()
+    named = {(line.split()[1], line.split()[2].strip("[]:")) for line in text.splitlines()
+             if line.startswith("MISMATCH ")}
+    return code, text, named
+
+
+@contextlib.contextmanager
+def restored(root: Path, *paths: str):
+    """Put the given files back as they were afterwards."""
+    saved = {p: (root / p).read_bytes() for p in paths}
+    try:
+        yield
+    finally:
+        for p, data in saved.items():
+            (root / p).write_bytes(data)
+
+
+def finished_runs(root: Path) -> list[RunRecord]:
+    """FINISHED runs that declared outputs, read straight from the tracking database."""
+    db = sqlite3.connect(root / "mlflow.db")
+    tags: dict[str, dict[str, str]] = {}
+    for run_id, key, value in db.execute(
+            "SELECT t.run_uuid, t.key, t.value FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid "
+            "WHERE r.status = 'FINISHED' AND r.lifecycle_stage = 'active'"):
+        tags.setdefault(run_id, {})[key] = value
+    db.close()
+    return [RunRecord(i, "FINISHED", 0, t) for i, t in sorted(tags.items()) if any(k.startswith("output.") for k in t)]
+
+
+def results_of(runs: list[RunRecord]) -> list[str]:
+    return sorted(p for r in runs for p in r.outputs().values() if p.startswith("results/"))
+
+
+def readers_of(root: Path, path: str) -> list[RunRecord]:
+    return [r for r in finished_runs(root) if any(p == path for p, _ in r.inputs().values())]
+
+
+@pytest.mark.slow
+def test_clean_tree_passes_from_the_console_script(project, tmp_path):
+    made = results_of(finished_runs(project))
+    assert made, "the smoke run recorded no outputs"
+    result = run([str(BIN / "taskabs"), "audit", "--configfile", CONFIG, "--root", str(project)], tmp_path, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for path in made:
+        assert path in result.stdout
+    assert "MISMATCH" not in result.stdout and "check out" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_tampered_metrics_file_fails_its_artifact_and_dvc_checks(project):
+    metrics = next(p for p in results_of(finished_runs(project)) if p.endswith(".json"))
+    with restored(project, metrics):
+        values = json.loads((project / metrics).read_text())
+        key = next(k for k, v in values.items() if isinstance(v, (int, float)))
+        values[key] += 1  # a plausible edit: one number changed
+        (project / metrics).write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+        code, text, named = audit_of(project)
+    expected = {(metrics, "artifact"), (metrics, "dvc")}
+    expected |= {(p, "data") for r in readers_of(project, metrics) for p in results_of([r])}
+    assert code == 1 and named == expected, text
+    assert f"MISMATCH {metrics} [artifact]: sha256 on disk" in text
+
+
+@pytest.mark.slow
+def test_a_tampered_data_file_fails_the_data_check_of_every_result_made_from_it(project):
+    data = next(p for r in finished_runs(project) for p, _ in r.inputs().values() if p.startswith("data/"))
+    expected = {(p, "data") for r in readers_of(project, data) for p in results_of([r])}
+    assert expected
+    with restored(project, data, "dvc.lock"):
+        with (project / data).open("ab") as f:
+            f.write(b"\0")
+        code, text, named = audit_of(project)  # edited on disk, DVC not told
+        assert code == 1 and named == expected, text
+        assert f"{data} changed on disk since dvc.lock" in text
+        run([str(BIN / "dvc"), "commit", "--force", "--quiet"], project)  # ... and recorded by DVC
+        code, text, named = audit_of(project)
+        assert code == 1 and named == expected, text
+        assert f"{data}: run read md5" in text and "dvc.lock records" in text
+
+
+@pytest.mark.slow
+def test_a_changed_config_value_fails_the_config_check_of_exactly_the_jobs_that_read_it(project):
+    readers = [r for r in finished_runs(project) if "learning_smooth_steps" in r.tags["config_json"]]
+    assert readers
+    with restored(project, CONFIG):
+        config = yaml.safe_load((project / CONFIG).read_text())
+        config.setdefault("sequence", {}).setdefault("evaluation", {})["learning_smooth_steps"] = 3
+        (project / CONFIG).write_text(yaml.safe_dump(config))
+        code, text, named = audit_of(project)
+    assert code == 1 and named == {(p, "config") for p in results_of(readers)}, text
+    assert "config changed since run: evaluation.learning_smooth_steps: 10 -> 3" in text
+
+
+@pytest.mark.slow
+def test_a_code_change_since_the_run_fails_the_code_check(project):
+    source = "src/taskabs/__init__.py"
+    with restored(project, source):
+        with (project / source).open("a") as f:
+            f.write("# changed after the run\n")
+        code, text, named = audit_of(project)
+    assert code == 1 and named == {(p, "code") for p in results_of(finished_runs(project))}, text
+    assert "code changed since run" in text and source in text
+
+
+@pytest.mark.slow
+def test_a_tampered_tracking_database_fails_the_check_of_each_forged_record(project):
+    runs = [r for r in finished_runs(project) if results_of([r])]
+    with_inputs = [r for r in runs if r.inputs()]
+    assert len(runs) >= 3 and with_inputs
+    forged = with_inputs[0]
+    deleted, failed = [r for r in runs if r.run_id != forged.run_id][:2]
+    name, output = sorted(forged.outputs().items())[0]
+    input_key = sorted(forged.inputs())[0]
+    edits = [
+        ("UPDATE runs SET lifecycle_stage = 'deleted' WHERE run_uuid = ?", (deleted.run_id,)),
+        ("UPDATE runs SET status = 'FAILED' WHERE run_uuid = ?", (failed.run_id,)),
+        ("UPDATE tags SET value = ? WHERE run_uuid = ? AND key = 'git_commit'", ("f" * 40, failed.run_id)),
+        ("UPDATE tags SET value = value || ' ' WHERE run_uuid = ? AND key = 'config_json'", (forged.run_id,)),
+        ("UPDATE tags SET value = ? WHERE run_uuid = ? AND key = ?", ("0" * 64, forged.run_id, f"output.{name}.sha256")),
+        ("UPDATE tags SET value = ? WHERE run_uuid = ? AND key = ?", ("0" * 32, forged.run_id, f"input.{input_key}.md5")),
+    ]
+    backup = project / "mlflow.db.bak"
+    shutil.copy2(project / "mlflow.db", backup)
+    try:
+        db = sqlite3.connect(project / "mlflow.db")
+        for sql, args in edits:
+            assert db.execute(sql, args).rowcount == 1, sql
+        db.commit()
+        db.close()
+        code, text, named = audit_of(project)
+    finally:
+        shutil.move(backup, project / "mlflow.db")
+    expected = {(p, "run") for p in results_of([deleted])}
+    expected |= {(p, check) for p in results_of([failed]) for check in ("run", "code")}
+    expected |= {(p, check) for p in results_of([forged]) for check in ("config", "data")}
+    expected |= {(output, "artifact")}
+    assert code == 1 and named == expected, text
+    assert "no MLflow run records this file" in text and "is FAILED, not FINISHED" in text
+    assert f"commit {'f' * 10} is not in this repository" in text
+    assert "config_json does not hash to config_hash" in text
