@@ -147,6 +147,11 @@ def test_dvc_round_trip_restores_results_without_reruns(project):
     result = snakemake(project, "-n")
     assert "Nothing to be done" in result.stdout + result.stderr
     assert "up to date" in run([dvc, "status"], project).stdout
+    # the scorecard is DVC metrics and the curves are DVC plots, for `dvc metrics/plots diff`
+    metrics = json.loads(run([dvc, "metrics", "show", "--json"], project).stdout)
+    assert "gbi.seq.forgetting" in json.dumps(metrics)
+    plots = json.loads(run([dvc, "plots", "show", "--json"], project).stdout)["data"]
+    assert {"learning_curves", "inference_after_switch"} <= set(plots)
 
 
 def test_audit_passes_on_the_whole_smoke_dag(project):
