@@ -12,10 +12,12 @@ SNAKEMAKE = $(BIN)/snakemake --workflow-profile $(PROFILE) --configfile $(CONFIG
 
 .PHONY: venv system-deps reproduce smoke audit test lint bench slurm-smoke
 
-# Debian packages: Fashion-MNIST (OOD data), SLURM + munge (local cluster), PostgreSQL
-# (tracking server), Chromium (the report's browser test). Installed when root with apt-get; otherwise the tests that need them skip
-# with the reason.
-DEBIAN_PACKAGES := dataset-fashion-mnist slurm-wlm munge postgresql chromium
+# Debian packages: Fashion-MNIST (OOD data), the language corpora (quotations, man pages, C
+# headers, Python sources), SLURM + munge (local cluster), PostgreSQL (tracking server), Chromium
+# (the report's browser test). Installed when root with apt-get; otherwise the tests that need them
+# skip with the reason.
+DEBIAN_PACKAGES := dataset-fashion-mnist slurm-wlm munge postgresql chromium \
+	fortunes fortunes-min manpages manpages-dev libc6-dev libpython3.11-stdlib
 
 # torch first and exactly: its CPU wheel, not the newest release with its CUDA packages.
 $(VENV)/.installed: pyproject.toml requirements.lock

@@ -19,15 +19,20 @@ pytestmark = pytest.mark.slow
 FIGURES = ["sequence_learning_curves", "sequence_switch_accuracy", "sequence_gradient_vs_posterior",
            "sequence_recomposition", "sequence_forgetting", "gdln_xor", "gdln_routing", "gdln_race", "gdln_zero_shot",
            "images_accuracy", "images_roc", "images_calibration", "images_recomposition",
-           "geometry_by_architecture", "geometry_vs_p", "geometry_vs_step", "geometry_sequence"]
+           "geometry_by_architecture", "geometry_vs_p", "geometry_vs_step", "geometry_sequence",
+           "language_inference", "language_recomposition"]
 TABLES = ["sequence_summary", "sequence_recomposition", "sequence_learning_curves", "sequence_switch_accuracy",
           "gdln_checks", "images_accuracy", "images_ood", "images_calibration", "images_recomposition",
-          "geometry_verdicts", "geometry_summary", "geometry_vs_p", "geometry_sequence"]
+          "geometry_verdicts", "geometry_summary", "geometry_vs_p", "geometry_sequence",
+          "language_inference", "language_recomposition", "language_geometry", "language_corpora",
+          "language_learning_curves"]
 JOBS_PER_RUN = {"generate_sequences": 1, "train_sequence": 2, "infer_sequence": 2, "recompose_sequence": 2,
                 "evaluate_sequence": 2, "tabulate_sequence": 1, "plot_sequence": 1, "simulate_gdln": 4, "plot_gdln": 1, "scorecard": 1,
                 "fetch_images": 1, "prepare_images": 1, "train_image_generative": 1, "train_image_classifier": 1,
                 "infer_images": 1, "recompose_images": 1, "tabulate_images": 1, "plot_images": 1,
-                "sweep_geometry": 2, "sequence_geometry": 2, "tabulate_geometry": 1, "plot_geometry": 1}
+                "sweep_geometry": 2, "sequence_geometry": 2, "tabulate_geometry": 1, "plot_geometry": 1,
+                "gather_corpora": 1, "prepare_corpora": 1, "train_language": 2, "infer_language": 1,
+                "recompose_language": 2, "language_geometry": 2, "tabulate_language": 1, "plot_language": 1}
 
 
 @pytest.fixture(scope="module")

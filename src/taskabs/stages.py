@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Callable
 
-from taskabs.experiments import gdln, geometry, images, images_summary, sequence, sequence_summary
+from taskabs.experiments import (
+    gdln,
+    geometry,
+    images,
+    images_summary,
+    language,
+    language_summary,
+    sequence,
+    sequence_summary,
+)
 from taskabs import scorecard
 from taskabs.jobs import Job
 
@@ -30,5 +39,13 @@ STAGES: dict[str, Callable[[Job], dict | None]] = {
     "sequence_geometry": geometry.sequence_geometry,
     "tabulate_geometry": geometry.tabulate,
     "plot_geometry": geometry.plot,
+    "gather_corpora": language.gather,
+    "prepare_corpora": language.prepare,
+    "train_language": language.train,
+    "infer_language": language.infer,
+    "recompose_language": language.recompose,
+    "language_geometry": language.geometry,
+    "tabulate_language": language_summary.tabulate,
+    "plot_language": language_summary.plot,
     "scorecard": scorecard.build,
 }

@@ -59,8 +59,15 @@ def train(
     checkpoint_every: int,
     resolved_config: dict,
     description: str = "train",
+    lr_at: Callable[[int], float] | None = None,
+    clip_grad_norm: float | None = None,
 ) -> TrainResult:
-    """Run ``steps`` optimisation steps, resuming from ``checkpoint_path`` if it holds this config."""
+    """Run ``steps`` optimisation steps, resuming from ``checkpoint_path`` if it holds this config.
+
+    ``lr_at(step)`` sets the learning rate of every parameter group before each step (a function
+    of the step index, so a schedule needs no state of its own); ``clip_grad_norm`` caps the
+    global gradient norm.
+    """
     if steps <= 0 or checkpoint_every <= 0:
         raise ValueError(f"need steps > 0 and checkpoint_every > 0, got {steps}, {checkpoint_every}")
     fingerprint = config_hash(resolved_config)
@@ -99,6 +106,11 @@ def train(
             loss, metrics = step_loss(model, step)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
+            if clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+            if lr_at is not None:
+                for group in optimiser.param_groups:
+                    group["lr"] = lr_at(step)
             optimiser.step()
             for key, value in {"loss": loss.item(), **metrics}.items():
                 result.history.setdefault(key, []).append(float(value))

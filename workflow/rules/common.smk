@@ -10,6 +10,7 @@ from taskabs.provenance import git_state
 # The project's one software environment (used with --software-deployment-method conda).
 CONDA_ENV = "../../environment.yml"
 SEQUENCE_RUNS = "results/sequence/{model}/seed{seed}"
+LANGUAGE_RUNS = "results/language/{model}/seed{seed}"
 GDLN_EXPERIMENTS = ["xor", "routing", "race", "zero_shot"]
 
 
@@ -27,6 +28,9 @@ CODE = {
     "geometry_sequence": ["geometry/parallelism.py", "geometry/decoding.py", "geometry/nulls.py",
                           "experiments/geometry.py", "experiments/sequence.py", "models/sequence.py"],
     "geometry_summary": ["experiments/geometry.py", "experiments/sequence_summary.py", "plots.py"],
+    "language": ["data/corpora.py", "data/fetch.py", "models/language.py", "inference.py", "train.py",
+                 "geometry/parallelism.py", "geometry/decoding.py", "experiments/language.py"],
+    "language_summary": ["experiments/language_summary.py", "plots.py"],
     "scorecard": ["scorecard.py"],
 }
 
@@ -62,6 +66,14 @@ def images_config(*sections):
     return {section: config["images"][section] for section in sections}
 
 
+def language_config(*sections):
+    return {section: config["language"][section] for section in sections}
+
+
+def language_results(pattern, models=None):
+    return expand(pattern, model=models or config["language"]["models"], seed=config["seeds"])
+
+
 def geometry_config(*keys):
     return {key: config["geometry"][key] for key in keys}
 
@@ -93,6 +105,8 @@ def data_targets():
         targets += rules.generate_sequences.output
     if config["images"]["enabled"]:
         targets += rules.prepare_images.output
+    if config["language"]["enabled"]:
+        targets += rules.prepare_corpora.output
     return targets
 
 
@@ -111,6 +125,9 @@ def scorecard_inputs():
         tables["geometry_verdicts"] = "results/tables/geometry_verdicts.csv"
     if config["gdln"]["enabled"]:
         tables["gdln_checks"] = "results/tables/gdln_checks.csv"
+    if config["language"]["enabled"]:
+        tables["language_inference"] = "results/tables/language_inference.csv"
+        tables["language_recomposition"] = "results/tables/language_recomposition.csv"
     return tables
 
 
@@ -125,6 +142,9 @@ def all_targets():
         targets += rules.plot_images.output
     if config["geometry"]["enabled"]:
         targets += rules.plot_geometry.output
+    if config["language"]["enabled"]:
+        targets += rules.plot_language.output
+        targets += rules.tabulate_language.output
     return targets
 
 

@@ -57,6 +57,44 @@ rule prepare_images:
         "../scripts/run_stage.py"
 
 
+rule gather_corpora:
+    """Text corpora (training and held out) from Debian packages or BabyLM, with origin and licence."""
+    output:
+        raw=directory("data/raw/language"),
+    params:
+        code=code_version("language"),
+        config=language_config("data"),
+        downloads="downloads/language",  # the BabyLM archive, outside DVC's data/
+    log:
+        "logs/gather_corpora.log",
+    benchmark:
+        "logs/benchmarks/gather_corpora.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"
+
+
+rule prepare_corpora:
+    """A character vocabulary from the training corpora; train/validation/test blocks of each corpus."""
+    input:
+        raw=dvc_owned(rules.gather_corpora.output.raw),
+    output:
+        corpora="data/prepared/language/corpora.npz",
+        vocab="data/prepared/language/vocab.json",
+    params:
+        code=code_version("language"),
+        config=language_config("data"),
+    log:
+        "logs/prepare_corpora.log",
+    benchmark:
+        "logs/benchmarks/prepare_corpora.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"
+
+
 rule data:
     """Every dataset of the enabled experiments (the target of the DVC `data` stage)."""
     input:

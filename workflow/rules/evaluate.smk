@@ -40,3 +40,25 @@ rule sequence_geometry:
         CONDA_ENV
     script:
         "../scripts/run_stage.py"
+
+
+rule language_geometry:
+    """Parallelism Score, CCGP and shattering of a language model's hidden state across corpora."""
+    input:
+        model=dvc_owned(rules.train_language.output.model),
+        corpora=dvc_owned(rules.prepare_corpora.output.corpora),
+        vocab=dvc_owned(rules.prepare_corpora.output.vocab),
+    output:
+        metrics=f"{LANGUAGE_RUNS}/geometry.json",
+    params:
+        code=code_version("language"),
+        config=language_config("geometry"),
+    threads: 1
+    log:
+        "logs/language_geometry/{model}_seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/language_geometry/{model}_seed{seed}.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"

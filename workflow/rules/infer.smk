@@ -83,3 +83,48 @@ rule recompose_images:
         CONDA_ENV
     script:
         "../scripts/run_stage.py"
+
+
+rule infer_language:
+    """Which corpus a text window comes from: one-step, iterative and exhaustive GBI, per window length."""
+    input:
+        model=dvc_owned(rules.train_language.output.model),
+        corpora=dvc_owned(rules.prepare_corpora.output.corpora),
+        vocab=dvc_owned(rules.prepare_corpora.output.vocab),
+    output:
+        table=f"{LANGUAGE_RUNS}/inference.parquet",
+        metrics=f"{LANGUAGE_RUNS}/inference.json",
+    params:
+        code=code_version("language"),
+        config=language_config("inference"),
+    threads: 1
+    log:
+        "logs/infer_language/{model}_seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/infer_language/{model}_seed{seed}.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"
+
+
+rule recompose_language:
+    """Fit one z per corpus, weights frozen, on adaptation text; score it on unseen text of that corpus."""
+    input:
+        model=dvc_owned(rules.train_language.output.model),
+        corpora=dvc_owned(rules.prepare_corpora.output.corpora),
+        vocab=dvc_owned(rules.prepare_corpora.output.vocab),
+    output:
+        table=f"{LANGUAGE_RUNS}/recomposition.csv",
+    params:
+        code=code_version("language"),
+        config=language_config("recomposition"),
+    threads: 1
+    log:
+        "logs/recompose_language/{model}_seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/recompose_language/{model}_seed{seed}.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"

@@ -325,3 +325,80 @@ rule plot_geometry:
         CONDA_ENV
     script:
         "../scripts/run_stage.py"
+
+
+rule tabulate_language:
+    input:
+        inference=dvc_owned(language_results(f"{LANGUAGE_RUNS}/inference.json", models=["gbi_lstm"])),
+        recomposition=dvc_owned(language_results(f"{LANGUAGE_RUNS}/recomposition.csv")),
+        geometry=dvc_owned(language_results(f"{LANGUAGE_RUNS}/geometry.json")),
+        curves=dvc_owned(language_results(f"{LANGUAGE_RUNS}/learning_curve.csv")),
+    output:
+        inference=report(
+            "results/tables/language_inference.csv",
+            caption="../report/language_inference_table.rst",
+            category="5. GBI language model",
+            subcategory="Tables",
+        ),
+        recomposition=report(
+            "results/tables/language_recomposition.csv",
+            caption="../report/language_recomposition_table.rst",
+            category="5. GBI language model",
+            subcategory="Tables",
+        ),
+        geometry=report(
+            "results/tables/language_geometry.csv",
+            caption="../report/language_geometry_table.rst",
+            category="5. GBI language model",
+            subcategory="Tables",
+        ),
+        curves="results/tables/language_learning_curves.csv",
+    localrule: True
+    params:
+        code=code_version("language_summary"),
+    log:
+        "logs/tabulate_language.log",
+    benchmark:
+        "logs/benchmarks/tabulate_language.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"
+
+
+rule plot_language:
+    input:
+        inference=dvc_owned(rules.tabulate_language.output.inference),
+        recomposition=dvc_owned(rules.tabulate_language.output.recomposition),
+        curves=dvc_owned(rules.tabulate_language.output.curves),
+        manifest=dvc_owned(rules.gather_corpora.output.raw),
+    output:
+        inference=report(
+            "results/figures/language_inference.png",
+            caption="../report/language_inference.rst",
+            category="5. GBI language model",
+            subcategory="Figures",
+        ),
+        recomposition=report(
+            "results/figures/language_recomposition.png",
+            caption="../report/language_recomposition.rst",
+            category="5. GBI language model",
+            subcategory="Figures",
+        ),
+        corpora=report(
+            "results/tables/language_corpora.csv",
+            caption="../report/language_corpora.rst",
+            category="5. GBI language model",
+            subcategory="Tables",
+        ),
+    localrule: True
+    params:
+        code=code_version("language_summary"),
+    log:
+        "logs/plot_language.log",
+    benchmark:
+        "logs/benchmarks/plot_language.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"

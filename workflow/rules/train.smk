@@ -113,3 +113,31 @@ rule sweep_geometry:
         CONDA_ENV
     script:
         "../scripts/run_stage.py"
+
+
+rule train_language:
+    """Character-level LSTM on the corpora: the GBI-LSTM sees the corpus as z, the LSTM does not."""
+    input:
+        corpora=dvc_owned(rules.prepare_corpora.output.corpora),
+        vocab=dvc_owned(rules.prepare_corpora.output.vocab),
+    output:
+        model=f"{LANGUAGE_RUNS}/model.pt",
+        curve=f"{LANGUAGE_RUNS}/learning_curve.csv",
+    params:
+        code=code_version("language"),
+        config=language_config("model", "train", "evaluation"),
+        checkpoint="checkpoints/language/{model}/seed{seed}.pt",
+    wildcard_constraints:
+        model="|".join(config["language"]["models"]),
+        seed=r"\d+",
+    resources:
+        gpu=lambda wc: int(config["device"] in ("auto", "cuda")),
+    threads: 1
+    log:
+        "logs/train_language/{model}_seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/train_language/{model}_seed{seed}.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"
