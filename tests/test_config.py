@@ -52,6 +52,9 @@ BAD = {
     "zero count": ("sequence: {model: {hidden: 0}}", "hidden"),
     "negative count": ("sequence: {data: {train_streams: -4}}", "train_streams"),
     "unknown model": ("sequence: {models: [gbi_lstm, transformer]}", "transformer"),
+    "unknown corpus": ("language: {data: {corpora: [python_source, klingon]}}", "klingon"),
+    "unpinned BabyLM": ("language: {data: {source: babylm}}", "language.data.babylm.sha256"),
+    "unbalanced batch": ("language: {train: {batch: 30}}", "language.train.batch"),
 }
 
 
