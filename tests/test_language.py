@@ -118,3 +118,36 @@ def test_windows_refuse_a_split_shorter_than_the_window(tmp_path):
     assert data.windows("test", "tiny", 3, 4, np.random.default_rng(0)).shape == (3, 4)
     with pytest.raises(ValueError, match="corpus 'tiny' test split has 8 characters; windows need > 8"):
         data.windows("test", "tiny", 3, 8, np.random.default_rng(0))
+
+
+def test_gather_and_prepare_stages_on_small_files(tmp_path):
+    """Corpora from files the test writes: manifest roles, vocabulary from training text only, splits."""
+    from taskabs.jobs import Job
+
+    rng = np.random.default_rng(0)
+    specs = {}
+    for name, alphabet in {"abc": "abc \n", "xyz": "xyz \n", "held": "abcxyz#\n"}.items():
+        folder = tmp_path / "src" / name
+        folder.mkdir(parents=True)
+        for i in range(3):
+            (folder / f"{i}.txt").write_text("".join(rng.choice(list(alphabet), size=6000)))
+        specs[name] = {"globs": [str(folder / "*.txt")], "licence": "CC0-1.0", "origin": f"test corpus {name}"}
+    data = {"source": "debian", "corpora": ["abc", "xyz"], "held_out": ["held"], "custom_corpora": specs,
+            "max_chars": 12000, "min_count": 1, "block": 500, "seed": 0,
+            "fractions": {"train": 0.8, "validation": 0.1, "test": 0.1}}
+    raw = tmp_path / "raw"
+    language.gather(Job("gather_corpora", {}, {"raw": raw}, {"data": data}))
+    manifest = json.loads((raw / "manifest.json").read_text())
+    assert {n: m["role"] for n, m in manifest.items()} == {"abc": "train", "xyz": "train", "held": "held_out"}
+    assert all(m["chars"] == 12000 and m["licence"] == "CC0-1.0" for m in manifest.values())
+
+    out = {"corpora": tmp_path / "p" / "corpora.npz", "vocab": tmp_path / "p" / "vocab.json"}
+    metrics = language.prepare(Job("prepare_corpora", {"raw": raw}, out, {"data": data}))
+    prepared = language.Corpora(out["corpora"], out["vocab"])
+    assert prepared.names == ["abc", "xyz"] and prepared.held_out == ["held"]
+    assert set(prepared.vocab.chars) == set("abcxyz \n")  # '#' occurs only in the held-out corpus
+    assert metrics["unknown_rate_held"] > 0.1 and metrics["unknown_rate_abc"] == 0
+    sizes = {part: len(prepared.ids(part, "abc")) for part in ("train", "validation", "test")}
+    assert sum(sizes.values()) == 12000 and sizes["train"] == 19 * 500  # 24 blocks: 19 train, 5 shared by validation and test
+    assert len(prepared.ids("adapt", "held")) + len(prepared.ids("evaluate", "held")) == 12000
+    assert prepared.vocab.decode(prepared.ids("train", "abc")[:50]).strip("abc \n") == ""
