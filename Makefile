@@ -10,7 +10,7 @@ PROFILE ?= workflow/profiles/default
 BIN := $(VENV)/bin
 SNAKEMAKE = $(BIN)/snakemake --workflow-profile $(PROFILE) --configfile $(CONFIG)
 
-.PHONY: venv system-deps reproduce smoke audit test lint bench slurm-smoke
+.PHONY: venv system-deps reproduce pull smoke audit test lint bench slurm-smoke
 
 # Debian packages: Fashion-MNIST (OOD data), the language corpora (quotations, man pages, C
 # headers, Python sources), SLURM + munge (local cluster), PostgreSQL (tracking server), Chromium
@@ -43,8 +43,14 @@ reproduce: venv
 	$(SNAKEMAKE)
 	@if [ ! -f results/report.html ] || [ -n "$$(find results -type f -newer results/report.html -print -quit)" ]; then \
 		$(SNAKEMAKE) --report results/report.html; fi
-	@if ! $(BIN)/dvc status --quiet; then $(BIN)/dvc commit --force --quiet && $(BIN)/dvc push --quiet; fi
+	@if ! $(BIN)/dvc status --quiet; then $(BIN)/dvc commit --force --quiet && $(BIN)/dvc push --quiet && \
+		$(BIN)/taskabs settle-times data results logs >/dev/null; fi
 	@echo "report: results/report.html   runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+
+## pull: restore data/ and results/ of the committed dvc.lock from the DVC remote (nothing to re-run)
+pull: venv
+	$(BIN)/dvc pull
+	$(BIN)/taskabs settle-times data results logs
 
 ## audit: check every result against its MLflow run, git, dvc.lock and the config
 audit: venv

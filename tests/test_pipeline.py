@@ -148,6 +148,7 @@ def test_dvc_round_trip_restores_results_without_reruns(project):
         subprocess.run(["rm", "-rf", str(project / name)], check=True)
     subprocess.run(["rm", "-rf", str(project / ".dvc/cache")], check=True)
     run([dvc, "pull", "--quiet"], project)
+    run([str(BIN / "taskabs"), "settle-times", "data", "results", "logs"], project)  # as `make pull` does
     assert file_sha256(project / "results/tables/sequence_summary.csv") == before
     result = snakemake(project, "-n")
     assert "Nothing to be done" in result.stdout + result.stderr
@@ -157,6 +158,22 @@ def test_dvc_round_trip_restores_results_without_reruns(project):
     assert "gbi.seq.forgetting" in json.dumps(metrics)
     plots = json.loads(run([dvc, "plots", "show", "--json"], project).stdout)["data"]
     assert {"learning_curves", "inference_after_switch"} <= set(plots)
+
+
+def test_an_upstream_change_reruns_everything_downstream_in_one_invocation(project):
+    """Editing the data's config re-runs generation and every job that reads what it makes, at once."""
+    overlay = project / "config" / "longer.yaml"
+    overlay.write_text("sequence: {data: {train_length: 600}}\n")
+    try:
+        dry = run([str(BIN / "snakemake"), "-n", "--workflow-profile", "workflow/profiles/default",
+                   "--configfile", "config/smoke.yaml", "config/longer.yaml"], project)
+    finally:
+        overlay.unlink()
+    stats = dry.stdout.split("Job stats:")[1].split("total")[0]
+    for rule in ("generate_sequences", "train_sequence", "infer_sequence", "recompose_sequence",
+                 "evaluate_sequence", "sequence_geometry", "tabulate_sequence", "plot_sequence", "scorecard"):
+        assert rule in stats, (rule, stats)
+    assert "train_language" not in stats and "simulate_gdln" not in stats  # only what depends on it
 
 
 def test_audit_passes_on_the_whole_smoke_dag(project):

@@ -1,6 +1,5 @@
 # Helpers shared by every rule: per-job config slices, the target list, and the MLflow parent run.
 import hashlib
-import os
 from pathlib import Path
 
 from taskabs import tracking
@@ -43,19 +42,6 @@ def code_version(group):
         digest.update(f"{module}\0".encode())
         digest.update(Path(workflow.basedir, "src", "taskabs", module).read_bytes())
     return digest.hexdigest()
-
-
-def dvc_owned(paths):
-    """Mark inputs whose file times carry no information: DVC checkouts rewrite them in any order.
-
-    Snakemake compares input and output times even without the `mtime` rerun trigger and counts a
-    file without recorded metadata (a fresh clone after `dvc pull`) as changed; ancient() stops
-    that.  Re-runs still propagate from upstream jobs, and params carry config and code versions.
-    Copies to plain strings first: flagging mutates annotated strings, such as a rule's outputs.
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        return ancient(str(paths))
-    return ancient([str(p) for p in paths])
 
 
 def sequence_config(*sections):

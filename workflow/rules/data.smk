@@ -39,7 +39,7 @@ rule fetch_images:
 rule prepare_images:
     """In-distribution train/test split and the out-of-distribution sets, as arrays."""
     input:
-        raw=dvc_owned(rules.fetch_images.output.raw),
+        raw=rules.fetch_images.output.raw,
     output:
         train="data/prepared/images/train.npz",
         test="data/prepared/images/test.npz",
@@ -78,7 +78,7 @@ rule gather_corpora:
 rule prepare_corpora:
     """A character vocabulary from the training corpora; train/validation/test blocks of each corpus."""
     input:
-        raw=dvc_owned(rules.gather_corpora.output.raw),
+        raw=rules.gather_corpora.output.raw,
     output:
         corpora="data/prepared/language/corpora.npz",
         vocab="data/prepared/language/vocab.json",

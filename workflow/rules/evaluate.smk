@@ -3,9 +3,9 @@
 
 rule evaluate_sequence:
     input:
-        model=dvc_owned(rules.train_sequence.output.model),
-        train=dvc_owned(rules.generate_sequences.output.train),
-        probes=dvc_owned(rules.generate_sequences.output.probes),
+        model=rules.train_sequence.output.model,
+        train=rules.generate_sequences.output.train,
+        probes=rules.generate_sequences.output.probes,
     output:
         metrics=f"{SEQUENCE_RUNS}/evaluation.json",
     params:
@@ -24,8 +24,8 @@ rule evaluate_sequence:
 rule sequence_geometry:
     """Parallelism Score, CCGP and shattering of a sequence model's hidden state (task x observation)."""
     input:
-        model=dvc_owned(rules.train_sequence.output.model),
-        test=dvc_owned(rules.generate_sequences.output.test),
+        model=rules.train_sequence.output.model,
+        test=rules.generate_sequences.output.test,
     output:
         metrics=f"{SEQUENCE_RUNS}/geometry.json",
     params:
@@ -45,9 +45,9 @@ rule sequence_geometry:
 rule language_geometry:
     """Parallelism Score, CCGP and shattering of a language model's hidden state across corpora."""
     input:
-        model=dvc_owned(rules.train_language.output.model),
-        corpora=dvc_owned(rules.prepare_corpora.output.corpora),
-        vocab=dvc_owned(rules.prepare_corpora.output.vocab),
+        model=rules.train_language.output.model,
+        corpora=rules.prepare_corpora.output.corpora,
+        vocab=rules.prepare_corpora.output.vocab,
     output:
         metrics=f"{LANGUAGE_RUNS}/geometry.json",
     params:

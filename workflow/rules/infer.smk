@@ -3,8 +3,8 @@
 
 rule infer_sequence:
     input:
-        model=dvc_owned(rules.train_sequence.output.model),
-        test=dvc_owned(rules.generate_sequences.output.test),
+        model=rules.train_sequence.output.model,
+        test=rules.generate_sequences.output.test,
     output:
         table=f"{SEQUENCE_RUNS}/inference.parquet",
         metrics=f"{SEQUENCE_RUNS}/inference.json",
@@ -23,8 +23,8 @@ rule infer_sequence:
 
 rule recompose_sequence:
     input:
-        model=dvc_owned(rules.train_sequence.output.model),
-        probes=dvc_owned(rules.generate_sequences.output.probes),
+        model=rules.train_sequence.output.model,
+        probes=rules.generate_sequences.output.probes,
     output:
         table=f"{SEQUENCE_RUNS}/recomposition.csv",
     params:
@@ -43,10 +43,10 @@ rule recompose_sequence:
 rule infer_images:
     """Class inference (one-step, iterative, exhaustive GBI; classifier), OOD scores, calibration."""
     input:
-        generative=dvc_owned(rules.train_image_generative.output.model),
-        classifier=dvc_owned(rules.train_image_classifier.output.model),
-        test=dvc_owned(rules.prepare_images.output.test),
-        ood=dvc_owned(rules.prepare_images.output.ood),
+        generative=rules.train_image_generative.output.model,
+        classifier=rules.train_image_classifier.output.model,
+        test=rules.prepare_images.output.test,
+        ood=rules.prepare_images.output.ood,
     output:
         scores="results/images/seed{seed}/scores.parquet",
         metrics="results/images/seed{seed}/metrics.json",
@@ -67,8 +67,8 @@ rule infer_images:
 rule recompose_images:
     """What iterative z finds on ambiguous inputs (pixel mixtures of two classes)."""
     input:
-        generative=dvc_owned(rules.train_image_generative.output.model),
-        test=dvc_owned(rules.prepare_images.output.test),
+        generative=rules.train_image_generative.output.model,
+        test=rules.prepare_images.output.test,
     output:
         table="results/images/seed{seed}/recomposition.csv",
     params:
@@ -88,9 +88,9 @@ rule recompose_images:
 rule infer_language:
     """Which corpus a text window comes from: one-step, iterative and exhaustive GBI, per window length."""
     input:
-        model=dvc_owned(rules.train_language.output.model),
-        corpora=dvc_owned(rules.prepare_corpora.output.corpora),
-        vocab=dvc_owned(rules.prepare_corpora.output.vocab),
+        model=rules.train_language.output.model,
+        corpora=rules.prepare_corpora.output.corpora,
+        vocab=rules.prepare_corpora.output.vocab,
     output:
         table=f"{LANGUAGE_RUNS}/inference.parquet",
         metrics=f"{LANGUAGE_RUNS}/inference.json",
@@ -111,9 +111,9 @@ rule infer_language:
 rule recompose_language:
     """Fit one z per corpus, weights frozen, on adaptation text; score it on unseen text of that corpus."""
     input:
-        model=dvc_owned(rules.train_language.output.model),
-        corpora=dvc_owned(rules.prepare_corpora.output.corpora),
-        vocab=dvc_owned(rules.prepare_corpora.output.vocab),
+        model=rules.train_language.output.model,
+        corpora=rules.prepare_corpora.output.corpora,
+        vocab=rules.prepare_corpora.output.vocab,
     output:
         table=f"{LANGUAGE_RUNS}/recomposition.csv",
     params:

@@ -4,7 +4,7 @@
 rule scorecard:
     """Each claim of the papers beside ours, with a verdict and the MLflow runs behind it."""
     input:
-        **{name: dvc_owned(path) for name, path in scorecard_inputs().items()},
+        **scorecard_inputs(),
     output:
         table=report(
             "results/scorecard.csv",
@@ -28,11 +28,11 @@ rule scorecard:
 
 rule tabulate_sequence:
     input:
-        inference=dvc_owned(sequence_results(f"{SEQUENCE_RUNS}/inference.json")),
-        evaluation=dvc_owned(sequence_results(f"{SEQUENCE_RUNS}/evaluation.json")),
-        recomposition=dvc_owned(sequence_results(f"{SEQUENCE_RUNS}/recomposition.csv")),
-        curves=dvc_owned(sequence_results(f"{SEQUENCE_RUNS}/learning_curve.csv")),
-        switch=dvc_owned(sequence_results(f"{SEQUENCE_RUNS}/inference.parquet", models=["gbi_lstm"])),
+        inference=sequence_results(f"{SEQUENCE_RUNS}/inference.json"),
+        evaluation=sequence_results(f"{SEQUENCE_RUNS}/evaluation.json"),
+        recomposition=sequence_results(f"{SEQUENCE_RUNS}/recomposition.csv"),
+        curves=sequence_results(f"{SEQUENCE_RUNS}/learning_curve.csv"),
+        switch=sequence_results(f"{SEQUENCE_RUNS}/inference.parquet", models=["gbi_lstm"]),
     output:
         summary=report(
             "results/tables/sequence_summary.csv",
@@ -63,11 +63,11 @@ rule tabulate_sequence:
 
 rule plot_sequence:
     input:
-        summary=dvc_owned(rules.tabulate_sequence.output.summary),
-        recomposition=dvc_owned(rules.tabulate_sequence.output.recomposition),
-        curves=dvc_owned(rules.tabulate_sequence.output.curves),
-        switch=dvc_owned(rules.tabulate_sequence.output.switch),
-        inference=dvc_owned(sequence_results(f"{SEQUENCE_RUNS}/inference.parquet", models=["gbi_lstm"])),
+        summary=rules.tabulate_sequence.output.summary,
+        recomposition=rules.tabulate_sequence.output.recomposition,
+        curves=rules.tabulate_sequence.output.curves,
+        switch=rules.tabulate_sequence.output.switch,
+        inference=sequence_results(f"{SEQUENCE_RUNS}/inference.parquet", models=["gbi_lstm"]),
     output:
         curves=report(
             "results/figures/sequence_learning_curves.png",
@@ -115,7 +115,7 @@ rule plot_sequence:
 rule plot_gdln:
     input:
         **{
-            f"{name}_{part}": dvc_owned(f"results/gdln/{name}/{file}")
+            f"{name}_{part}": f"results/gdln/{name}/{file}"
             for name in GDLN_EXPERIMENTS
             for part, file in (("rows", "rows.parquet"), ("arrays", "arrays.npz"), ("summary", "summary.json"))
         },
@@ -165,8 +165,8 @@ rule plot_gdln:
 
 rule tabulate_images:
     input:
-        metrics=dvc_owned(expand("results/images/seed{seed}/metrics.json", seed=config["seeds"])),
-        recomposition=dvc_owned(expand("results/images/seed{seed}/recomposition.csv", seed=config["seeds"])),
+        metrics=expand("results/images/seed{seed}/metrics.json", seed=config["seeds"]),
+        recomposition=expand("results/images/seed{seed}/recomposition.csv", seed=config["seeds"]),
     output:
         accuracy=report(
             "results/tables/images_accuracy.csv",
@@ -202,11 +202,11 @@ rule tabulate_images:
 
 rule plot_images:
     input:
-        accuracy=dvc_owned(rules.tabulate_images.output.accuracy),
-        ood=dvc_owned(rules.tabulate_images.output.ood),
-        calibration=dvc_owned(rules.tabulate_images.output.calibration),
-        recomposition=dvc_owned(rules.tabulate_images.output.recomposition),
-        scores=dvc_owned(expand("results/images/seed{seed}/scores.parquet", seed=config["seeds"])),
+        accuracy=rules.tabulate_images.output.accuracy,
+        ood=rules.tabulate_images.output.ood,
+        calibration=rules.tabulate_images.output.calibration,
+        recomposition=rules.tabulate_images.output.recomposition,
+        scores=expand("results/images/seed{seed}/scores.parquet", seed=config["seeds"]),
     output:
         accuracy=report(
             "results/figures/images_accuracy.png",
@@ -248,8 +248,8 @@ rule plot_images:
 
 rule tabulate_geometry:
     input:
-        rows=dvc_owned(geometry_cells()),
-        sequence=dvc_owned(geometry_sequence_runs()),
+        rows=geometry_cells(),
+        sequence=geometry_sequence_runs(),
     output:
         verdicts=report(
             "results/tables/geometry_verdicts.csv",
@@ -285,10 +285,10 @@ rule tabulate_geometry:
 
 rule plot_geometry:
     input:
-        summary=dvc_owned(rules.tabulate_geometry.output.summary),
-        vs_p=dvc_owned(rules.tabulate_geometry.output.vs_p),
-        sequence=dvc_owned(rules.tabulate_geometry.output.sequence),
-        rows=dvc_owned(geometry_cells()),
+        summary=rules.tabulate_geometry.output.summary,
+        vs_p=rules.tabulate_geometry.output.vs_p,
+        sequence=rules.tabulate_geometry.output.sequence,
+        rows=geometry_cells(),
     output:
         by_architecture=report(
             "results/figures/geometry_by_architecture.png",
@@ -329,10 +329,10 @@ rule plot_geometry:
 
 rule tabulate_language:
     input:
-        inference=dvc_owned(language_results(f"{LANGUAGE_RUNS}/inference.json", models=["gbi_lstm"])),
-        recomposition=dvc_owned(language_results(f"{LANGUAGE_RUNS}/recomposition.csv")),
-        geometry=dvc_owned(language_results(f"{LANGUAGE_RUNS}/geometry.json")),
-        curves=dvc_owned(language_results(f"{LANGUAGE_RUNS}/learning_curve.csv")),
+        inference=language_results(f"{LANGUAGE_RUNS}/inference.json", models=["gbi_lstm"]),
+        recomposition=language_results(f"{LANGUAGE_RUNS}/recomposition.csv"),
+        geometry=language_results(f"{LANGUAGE_RUNS}/geometry.json"),
+        curves=language_results(f"{LANGUAGE_RUNS}/learning_curve.csv"),
     output:
         inference=report(
             "results/tables/language_inference.csv",
@@ -368,10 +368,10 @@ rule tabulate_language:
 
 rule plot_language:
     input:
-        inference=dvc_owned(rules.tabulate_language.output.inference),
-        recomposition=dvc_owned(rules.tabulate_language.output.recomposition),
-        curves=dvc_owned(rules.tabulate_language.output.curves),
-        manifest=dvc_owned(rules.gather_corpora.output.raw),
+        inference=rules.tabulate_language.output.inference,
+        recomposition=rules.tabulate_language.output.recomposition,
+        curves=rules.tabulate_language.output.curves,
+        manifest=rules.gather_corpora.output.raw,
     output:
         inference=report(
             "results/figures/language_inference.png",

@@ -3,7 +3,7 @@
 
 rule train_sequence:
     input:
-        train=dvc_owned(rules.generate_sequences.output.train),
+        train=rules.generate_sequences.output.train,
     output:
         model=f"{SEQUENCE_RUNS}/model.pt",
         curve=f"{SEQUENCE_RUNS}/learning_curve.csv",
@@ -51,7 +51,7 @@ rule simulate_gdln:
 rule train_image_generative:
     """Class-conditioned generative network p(x | z), z = class one-hot."""
     input:
-        train=dvc_owned(rules.prepare_images.output.train),
+        train=rules.prepare_images.output.train,
     output:
         model="results/images/generative/seed{seed}/model.pt",
         curve="results/images/generative/seed{seed}/learning_curve.csv",
@@ -73,7 +73,7 @@ rule train_image_generative:
 rule train_image_classifier:
     """The canonical classifier of comparable size: the baseline."""
     input:
-        train=dvc_owned(rules.prepare_images.output.train),
+        train=rules.prepare_images.output.train,
     output:
         model="results/images/classifier/seed{seed}/model.pt",
         curve="results/images/classifier/seed{seed}/learning_curve.csv",
@@ -118,8 +118,8 @@ rule sweep_geometry:
 rule train_language:
     """Character-level LSTM on the corpora: the GBI-LSTM sees the corpus as z, the LSTM does not."""
     input:
-        corpora=dvc_owned(rules.prepare_corpora.output.corpora),
-        vocab=dvc_owned(rules.prepare_corpora.output.vocab),
+        corpora=rules.prepare_corpora.output.corpora,
+        vocab=rules.prepare_corpora.output.vocab,
     output:
         model=f"{LANGUAGE_RUNS}/model.pt",
         curve=f"{LANGUAGE_RUNS}/learning_curve.csv",

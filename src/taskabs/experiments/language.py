@@ -261,7 +261,8 @@ def recompose(job: Job) -> dict:
         adapt = torch.from_numpy(data.windows(adapt_part, name, cfg["windows"], cfg["window"], rng))
         evaluate = torch.from_numpy(data.windows(eval_part, name, cfg["windows"], cfg["window"], rng))
         z_free = fit_shared_z(model, adapt, steps=cfg["steps"], lr=cfg["lr"], simplex=False)
-        z_mix = fit_shared_z(model, adapt, steps=cfg["steps"], lr=cfg["lr"], simplex=True)
+        # mixture weights over the known corpora: only informative for a corpus not among them
+        z_mix = fit_shared_z(model, adapt, steps=cfg["steps"], lr=cfg["lr"], simplex=True) if held_out else None
 
         def mean_loss(z):
             with torch.no_grad():
@@ -272,11 +273,11 @@ def recompose(job: Job) -> dict:
             "corpus": name, "held_out": held_out,
             "loss_uniform": mean_loss(inference.uniform_z(1, C)[0]),
             "loss_best_one_hot": min(one_hot), "best_one_hot": data.names[int(np.argmin(one_hot))],
-            "loss_free_z": mean_loss(z_free), "loss_mixture_z": mean_loss(z_mix),
+            "loss_free_z": mean_loss(z_free), "loss_mixture_z": mean_loss(z_mix) if held_out else None,
             **{f"z_{known}": float(z_free[c]) for c, known in enumerate(data.names)},
-            **{f"mixture_{known}": float(z_mix[c]) for c, known in enumerate(data.names)},
+            **{f"mixture_{known}": float(z_mix[c]) if held_out else None for c, known in enumerate(data.names)},
         })
-    table = pl.DataFrame(rows).with_columns(model=pl.lit(job.wildcards["model"]), seed=pl.lit(job.seed))
+    table = pl.DataFrame(rows, infer_schema_length=None).with_columns(model=pl.lit(job.wildcards["model"]), seed=pl.lit(job.seed))
     table.write_csv(job.output["table"])
     held = table.filter(pl.col("held_out"))
     return {"held_out_loss_uniform": float(held["loss_uniform"].mean()),

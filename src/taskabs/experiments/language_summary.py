@@ -96,8 +96,9 @@ def plot(job: Job) -> dict:
     ax.plot([TARGET_WINDOW], [TARGET_ACCURACY], "k*", ms=10, label="target")
     ax.set(xscale="log", xlabel="window (characters)", ylabel="corpus accuracy", ylim=(0, 1.02),
            title="GBI-LSTM: which corpus is this text from?")
-    ax.set_xticks(sorted(inference["window_length"].unique()))
-    ax.get_xaxis().set_major_formatter("{x:.0f}")
+    widths = sorted(inference["window_length"].unique())
+    ax.set_xticks(widths, [str(w) for w in widths])
+    ax.minorticks_off()
     ax.legend(fontsize=7)
     plots.save(fig, job.output["inference"])
 
