@@ -48,8 +48,12 @@ reproduce: venv
 	@echo "report: results/report.html   runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 ## pull: restore data/ and results/ of the committed dvc.lock from the DVC remote (nothing to re-run)
+# `--touch --forceall` records Snakemake's metadata (params, code, inputs) of every pulled output
+# against the checked-out code and config, so later edits re-run exactly what they affect; then
+# one file time for all, because touching and DVC leave times in no useful order.
 pull: venv
 	$(BIN)/dvc pull
+	$(SNAKEMAKE) --touch --forceall --quiet
 	$(BIN)/taskabs settle-times data results logs
 
 ## audit: check every result against its MLflow run, git, dvc.lock and the config

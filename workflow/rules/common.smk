@@ -165,11 +165,12 @@ def all_targets():
 
 
 onstart:
-    commit, dirty = git_state()
-    tracking.start_invocation(
-        config,
-        tags={"git_commit": commit, "git_dirty": str(dirty).lower(), "rule": "pipeline"},
-    )
+    if not workflow.touch:  # `make pull` touches pulled results: no job runs, nothing to track
+        commit, dirty = git_state()
+        tracking.start_invocation(
+            config,
+            tags={"git_commit": commit, "git_dirty": str(dirty).lower(), "rule": "pipeline"},
+        )
 
 
 onsuccess:
