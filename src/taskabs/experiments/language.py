@@ -156,6 +156,12 @@ def load_model(path: Path) -> tuple[CorpusConditionedCharLSTM, dict]:
     return model, state
 
 
+def frozen_model_and_corpora(job: Job) -> tuple[CorpusConditionedCharLSTM, Corpora]:
+    """What the inference, recomposition and geometry stages start from."""
+    model, _ = load_model(job.input["model"])
+    return model.to(job.device), Corpora(job.input["corpora"], job.input["vocab"])
+
+
 def train(job: Job) -> dict:
     cfg, model_name = job.config, job.wildcards["model"]
     data = Corpora(job.input["corpora"], job.input["vocab"])
@@ -201,9 +207,7 @@ def train(job: Job) -> dict:
 def infer(job: Job) -> dict:
     """Corpus of test windows by one-step, iterative and exhaustive GBI, per window length."""
     cfg = job.config["inference"]
-    model, _ = load_model(job.input["model"])
-    model.to(job.device)
-    data = Corpora(job.input["corpora"], job.input["vocab"])
+    model, data = frozen_model_and_corpora(job)
     C = len(data.names)
     frames, metrics = [], {}
     for width in cfg["window_lengths"]:
@@ -243,14 +247,14 @@ def fit_shared_z(model: CorpusConditionedCharLSTM, ids: torch.Tensor, *, steps: 
     def loss_fn(z):  # z: (1, C) -> (1,)
         return model.loss_per_example(ids, z.expand(len(ids), -1)).mean().view(1)
 
-    return inference.iterative(loss_fn, 1, model.config.n_tasks, steps=steps, lr=lr, simplex=simplex).z[0]
+    return inference.iterative(loss_fn, 1, model.config.n_tasks, steps=steps, lr=lr, simplex=simplex,
+                               device=ids.device).z[0]
 
 
 def recompose(job: Job) -> dict:
     """Per corpus: fit z on adaptation windows, score on evaluation windows (loss in nats/char)."""
     cfg = job.config["recomposition"]
-    model, _ = load_model(job.input["model"])
-    data = Corpora(job.input["corpora"], job.input["vocab"])
+    model, data = frozen_model_and_corpora(job)
     C = len(data.names)
     rng = np.random.default_rng(job.seed)
     rows = []
@@ -258,8 +262,8 @@ def recompose(job: Job) -> dict:
     parts = [(name, "validation", "test", False) for name in data.names]
     parts += [(name, "adapt", "evaluate", True) for name in data.held_out]
     for name, adapt_part, eval_part, held_out in parts:
-        adapt = torch.from_numpy(data.windows(adapt_part, name, cfg["windows"], cfg["window"], rng))
-        evaluate = torch.from_numpy(data.windows(eval_part, name, cfg["windows"], cfg["window"], rng))
+        adapt = torch.from_numpy(data.windows(adapt_part, name, cfg["windows"], cfg["window"], rng)).to(job.device)
+        evaluate = torch.from_numpy(data.windows(eval_part, name, cfg["windows"], cfg["window"], rng)).to(job.device)
         z_free = fit_shared_z(model, adapt, steps=cfg["steps"], lr=cfg["lr"], simplex=False)
         # mixture weights over the known corpora: only informative for a corpus not among them
         z_mix = fit_shared_z(model, adapt, steps=cfg["steps"], lr=cfg["lr"], simplex=True) if held_out else None
@@ -268,10 +272,10 @@ def recompose(job: Job) -> dict:
             with torch.no_grad():
                 return float(model.loss_per_example(evaluate, z.expand(len(evaluate), -1)).mean())
 
-        one_hot = [mean_loss(torch.eye(C)[c]) for c in range(C)]
+        one_hot = [mean_loss(torch.eye(C, device=job.device)[c]) for c in range(C)]
         rows.append({
             "corpus": name, "held_out": held_out,
-            "loss_uniform": mean_loss(inference.uniform_z(1, C)[0]),
+            "loss_uniform": mean_loss(inference.uniform_z(1, C, device=job.device)[0]),
             "loss_best_one_hot": min(one_hot), "best_one_hot": data.names[int(np.argmin(one_hot))],
             "loss_free_z": mean_loss(z_free), "loss_mixture_z": mean_loss(z_mix) if held_out else None,
             **{f"z_{known}": float(z_free[c]) for c, known in enumerate(data.names)},
@@ -311,14 +315,13 @@ def corpus_geometry(activity: np.ndarray, corpus: np.ndarray, n_corpora: int, *,
 def geometry(job: Job) -> dict:
     """Geometry of the final hidden state of test windows, z at maximum entropy, against shuffles."""
     cfg = job.config["geometry"]
-    model, _ = load_model(job.input["model"])
-    data = Corpora(job.input["corpora"], job.input["vocab"])
+    model, data = frozen_model_and_corpora(job)
     C = len(data.names)
     rng = np.random.default_rng(job.seed)
     ids, labels = data.labelled_windows("test", cfg["windows_per_corpus"], cfg["window"], rng)
     with torch.no_grad():
-        _, h = model(ids, inference.uniform_z(len(ids), C))
-    activity, corpus = h[:, -1].double().numpy(), labels.numpy()  # (N, H), (N,)
+        _, h = model(ids.to(job.device), inference.uniform_z(len(ids), C, device=job.device))
+    activity, corpus = h[:, -1].double().cpu().numpy(), labels.numpy()  # (N, H), (N,)
     measured = corpus_geometry(activity, corpus, C, rng=rng)
     nulls = [corpus_geometry(activity, rng.permutation(corpus), C, rng=rng) for _ in range(cfg["null_draws"])]
     result = {**measured, **{f"{k}_null_shuffle": float(np.nanmean([n[k] for n in nulls])) for k in measured}}
