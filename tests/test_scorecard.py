@@ -39,3 +39,24 @@ def test_sequence_claims_follow_the_direction_of_the_comparison():
     assert bad["gbi.seq.forgetting"]["verdict"] == "worse"
     assert bad["gbi.seq.learning_speed"]["verdict"] == "worse"
     assert math.isclose(good["gbi.seq.forgetting"]["value"], 0.95)
+
+
+def language_tables(iterative: float, one_step: float, gbi_gain: float, lstm_gain: float, *, window: int = 64):
+    inference = pl.DataFrame([{"window_length": window, "method": m, "mean": v, "sd": 0.01, "n_seeds": 3}
+                              for m, v in (("iterative", iterative), ("one_step", one_step), ("exhaustive", 0.93))])
+    recomposition = pl.DataFrame([{"model": m, "held_out": True, "corpus": "c_headers", "gain_mean": g,
+                                   "gain_sd": 0.005} for m, g in (("gbi_lstm", gbi_gain), ("lstm", lstm_gain))])
+    return {"language_inference": inference, "language_recomposition": recomposition}
+
+
+def test_language_claims_check_the_targets_and_the_margin_over_seeds():
+    good = {r["claim"]: r for r in evaluate_claims(language_tables(0.92, 0.91, 0.025, 0.001))}
+    assert [good[c]["verdict"] for c in ("gbi.lm.corpus_inference", "gbi.lm.one_step", "gbi.lm.recomposition")] \
+        == ["reproduced"] * 3
+    bad = {r["claim"]: r for r in evaluate_claims(language_tables(0.85, 0.85, 0.012, 0.004))}
+    assert bad["gbi.lm.corpus_inference"]["verdict"] == "worse"  # below 0.90
+    assert bad["gbi.lm.one_step"]["verdict"] == "worse"  # 8 points below the exhaustive likelihood
+    assert bad["gbi.lm.recomposition"]["verdict"] == "worse"  # gains within one sd of each other
+    short = {r["claim"]: r for r in evaluate_claims(language_tables(0.92, 0.91, 0.02, 0.0, window=16))}
+    assert short["gbi.lm.corpus_inference"]["verdict"] == "not run"
+    assert "window_lengths: [16]" in short["gbi.lm.one_step"]["ours"]
