@@ -1,9 +1,11 @@
 """What running through SLURM and a tracking server costs, measured on this machine in one session.
 
-1. Wall time of the smoke DAG run locally (default profile, SQLite store: ``make smoke``) against
-   the same DAG through the local one-node SLURM cluster (``--executor slurm``, every job logging
-   to the PostgreSQL-backed MLflow server), each in a fresh copy of the project, alternating
-   (``--repeats``) because this machine is shared and its load drifts. Target: ratio <= 3.
+1. Wall time of the DAG of tests/test_cluster_pipeline.py (config/smoke.yaml with only the
+   sequence experiment; ``--whole-smoke`` for all of config/smoke.yaml) run locally (default
+   profile, SQLite store) against the same DAG through the local one-node SLURM cluster
+   (``--executor slurm`` with the test's settings, every job logging to the PostgreSQL-backed
+   MLflow server), each in a fresh copy of the project, alternating (``--repeats``) because this
+   machine is shared and its load drifts. Target: ratio <= 3.
 2. Time from starting Snakemake with an unreachable tracking server to its error (nothing submitted).
 3. Sixteen jobs logging at once (tests/test_tracking_concurrency.py): to a fresh SQLite file and to
    the server; runs complete with all their metrics, and how long it took.
@@ -26,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
 
@@ -41,14 +45,21 @@ from cluster_fixtures import (  # noqa: E402
     stop_tracking_server,
 )
 from conftest import BIN, copy_project, tool_env  # noqa: E402
+from test_cluster_pipeline import OVERLAY, SLURM_SETTINGS, overlay  # noqa: E402
 from test_tracking_concurrency import N_JOBS, log_concurrently, lost_records  # noqa: E402
 
-SLURM_SETTINGS = {"TASKABS_SLURM_GPUS": "0", "TASKABS_SLURM_CPUS": "1",
-                  "TASKABS_SLURM_STATUS_COMMAND": "squeue", "TASKABS_SLURM_FIRST_CHECK": "2"}
+CONFIGS: list[str] = []  # set in main(): config/smoke.yaml, plus the test's overlay
 
 
 def snakemake(profile: str, *extra: str) -> list[str]:
-    return [str(BIN / "snakemake"), "--workflow-profile", profile, "--configfile", "config/smoke.yaml", *extra]
+    # Options first: --configfile takes every argument after it.
+    return [str(BIN / "snakemake"), "--workflow-profile", profile, *extra, "--configfile", *CONFIGS]
+
+
+def new_project(dest: Path) -> Path:
+    project = copy_project(dest)
+    (project / OVERLAY).write_text(yaml.safe_dump(overlay(project), sort_keys=False))
+    return project
 
 
 def load() -> str:
@@ -69,14 +80,15 @@ def count_slurm_jobs(env: dict[str, str]) -> int:
 
 
 def wall_times(workdir: Path, slurm_env: dict[str, str] | None, repeats: int, slurm_args: list[str]) -> None:
-    print("\n1. Smoke DAG wall time, local (default profile, SQLite) vs SLURM (local cluster, server)")
+    print(f"\n1. Wall time of the DAG of {' + '.join(CONFIGS)}: local (default profile, SQLite) "
+          "vs SLURM (local cluster, server)")
     times: dict[str, list[float]] = {"local": [], "slurm": []}
     arms = {"local": (snakemake("workflow/profiles/default"), tool_env())}
     if slurm_env is not None:
         arms["slurm"] = (snakemake("workflow/profiles/slurm", *slurm_args), slurm_env)
     for i in range(repeats):
         for name, (cmd, env) in arms.items():
-            project = copy_project(workdir / f"{name}{i}")
+            project = new_project(workdir / f"{name}{i}")
             before = load()
             seconds, code = timed_run(cmd, project, env, workdir / f"{name}{i}.log")
             status = "ok" if code == 0 else f"FAILED (exit {code}, see {workdir / f'{name}{i}.log'})"
@@ -94,7 +106,7 @@ def server_down(workdir: Path, slurm_env: dict[str, str]) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         uri = f"http://127.0.0.1:{s.getsockname()[1]}"
-    project = copy_project(workdir / "down")
+    project = new_project(workdir / "down")
     env = {**slurm_env, "MLFLOW_TRACKING_URI": uri}
     jobs_before = count_slurm_jobs(env)
     started = time.monotonic()
@@ -131,7 +143,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="alternating local/SLURM pairs (default 1)")
     parser.add_argument("--skip-dag", action="store_true", help="only parts 2 and 3")
     parser.add_argument("--slurm-args", default="", help="extra snakemake arguments for the SLURM arm")
+    parser.add_argument("--whole-smoke", action="store_true",
+                        help="all of config/smoke.yaml, not only the cluster test's subset")
     args = parser.parse_args()
+    CONFIGS[:] = ["config/smoke.yaml"] if args.whole_smoke else ["config/smoke.yaml", OVERLAY]
+    print(f"{os.cpu_count()} CPUs, {load()}; SLURM settings: {SLURM_SETTINGS}")
 
     workdir = Path(tempfile.mkdtemp(prefix="taskabs-bench-"))
     os.chmod(workdir, 0o755)  # PostgreSQL runs as `postgres` and must reach its state directory

@@ -100,8 +100,10 @@ SlurmctldPidFile=$STATE/run/slurmctld.pid
 SlurmdPidFile=$STATE/run/slurmd.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
 SlurmdLogFile=$STATE/log/slurmd.log
-# No cgroups: works inside containers and unprivileged VMs.
-ProctrackType=proctrack/linuxproc
+# No cgroups: works inside containers and unprivileged VMs. Process groups, not the process
+# tree (linuxproc): a process whose parent died is still found, and SIGKILLed KillWait s after
+# scancel's SIGTERM (a batch-step Snakemake that hangs on SIGTERM survived linuxproc).
+ProctrackType=proctrack/pgid
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory

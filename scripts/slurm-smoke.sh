@@ -75,7 +75,7 @@ git -C "$project" -c user.name=slurm-smoke -c user.email=slurm-smoke@localhost \
 # The local cluster has no GPUs and no accounting database (see docs/cluster.md).
 export TASKABS_SLURM_GPUS="${TASKABS_SLURM_GPUS:-0}" TASKABS_SLURM_CPUS="${TASKABS_SLURM_CPUS:-1}"
 export TASKABS_SLURM_STATUS_COMMAND="${TASKABS_SLURM_STATUS_COMMAND:-squeue}"
-export TASKABS_SLURM_FIRST_CHECK="${TASKABS_SLURM_FIRST_CHECK:-2}"
+export TASKABS_SLURM_FIRST_CHECK="${TASKABS_SLURM_FIRST_CHECK:-6}"  # see docs/cluster.md, "Short jobs"
 export PATH="$VENV_BIN:$PATH"
 log "running the smoke DAG through SLURM in $project (MLflow: $MLFLOW_TRACKING_URI)"
 started_at=$SECONDS

@@ -150,6 +150,7 @@ class _Proc:
     start: int  # clock ticks since boot: tells a process from a later one with the same PID
     command: str
     marked: bool
+    cwd: str  # "" if unreadable
 
 
 def _read_proc(pid: int, mark: bytes) -> _Proc | None:
@@ -166,17 +167,22 @@ def _read_proc(pid: int, mark: bytes) -> _Proc | None:
             marked = mark in (base / "environ").read_bytes().split(b"\0")
         except OSError:
             marked = False
+        try:
+            cwd = os.readlink(base / "cwd")
+        except OSError:
+            cwd = ""
     except (OSError, ValueError, IndexError):
         return None
-    return _Proc(pid, int(fields[1]), int(fields[19]), command, marked)
+    return _Proc(pid, int(fields[1]), int(fields[19]), command, marked, cwd)
 
 
 def service_processes(state_dir: Path, mark_var: str) -> dict[int, _Proc]:
     """Processes started for ``state_dir`` and all their descendants, by PID.
 
     The scripts put ``mark_var=state_dir`` in the environment of every daemon they start
-    (slurmctld, slurmd, munged, postgres, mlflow); children usually inherit it, and those
-    that rewrite their environment (PostgreSQL backends) are found as descendants.
+    (slurmctld, slurmd, munged, postgres, mlflow); children usually inherit it. Those that
+    overwrite it (PostgreSQL backends write their status over it) are found as descendants, or,
+    orphaned, by their working directory (PostgreSQL's data directory, SLURM's log directory).
     """
     mark = f"{mark_var}={state_dir}".encode()
     table = {}
@@ -188,7 +194,9 @@ def service_processes(state_dir: Path, mark_var: str) -> dict[int, _Proc]:
     for proc in table.values():
         children.setdefault(proc.ppid, []).append(proc.pid)
     found: dict[int, _Proc] = {}
-    stack = [proc.pid for proc in table.values() if proc.marked or str(state_dir) in proc.command]
+    inside = str(state_dir).rstrip("/") + "/"
+    stack = [proc.pid for proc in table.values()
+             if proc.marked or str(state_dir) in proc.command or (proc.cwd + "/").startswith(inside)]
     while stack:
         pid = stack.pop()
         if pid not in found:
@@ -213,20 +221,33 @@ def leftover_processes(before: dict[int, _Proc], state_dir: Path, mark_var: str,
         time.sleep(0.2)
 
 
+def stop_and_list_leftovers(stop, state_dir: Path, mark_var: str) -> list[str]:
+    """Call ``stop()``; return the processes started for ``state_dir`` that outlive it."""
+    before = service_processes(state_dir, mark_var)
+    try:
+        stop()
+    finally:
+        left = leftover_processes(before, state_dir, mark_var)
+    return left
+
+
 @pytest.fixture(scope="module")
 def local_slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSlurm]:
     """A running single-node SLURM cluster; skipped with the reason where it cannot run."""
-    state_dir = tmp_path_factory.mktemp("slurm")
+    state_dir = tmp_path_factory.mktemp("slurm-state")
+    cluster = LocalSlurm(state_dir)
     try:
-        cluster = start_local_slurm(state_dir)
+        start_local_slurm(state_dir)
     except Unsupported as reason:
         pytest.skip(f"local SLURM cluster unavailable: {reason}")
+    except BaseException:  # `up` stops what it started when it fails: check that it did
+        left = stop_and_list_leftovers(lambda: stop_local_slurm(cluster), state_dir, SLURM_MARK)
+        assert not left, f"local-slurm.sh up failed and left processes behind: {left}"
+        raise
     try:
         yield cluster
     finally:
-        before = service_processes(state_dir, SLURM_MARK)
-        stop_local_slurm(cluster)
-        left = leftover_processes(before, state_dir, SLURM_MARK)
+        left = stop_and_list_leftovers(lambda: stop_local_slurm(cluster), state_dir, SLURM_MARK)
         assert not left, f"local-slurm.sh down left processes behind: {left}"
 
 
@@ -241,9 +262,7 @@ def tracking_server_launch() -> Iterator[PendingTrackingServer]:
     finally:
         try:
             pending.close()
-            before = service_processes(state_dir, TRACKING_MARK)
-            stop_tracking_server(state_dir)
-            left = leftover_processes(before, state_dir, TRACKING_MARK)
+            left = stop_and_list_leftovers(lambda: stop_tracking_server(state_dir), state_dir, TRACKING_MARK)
         finally:
             shutil.rmtree(state_dir, ignore_errors=True)
         assert not left, f"tracking-server.sh down left processes behind: {left}"

@@ -39,8 +39,8 @@ GPU_RULES = ("train_sequence", "infer_sequence", "recompose_sequence")
 @pytest.fixture(scope="module", autouse=True)
 def _start_tracking_server_early(request):
     """Let the tracking server boot while the SLURM tests run (if any `cluster` test is selected)."""
-    if any(item.get_closest_marker("cluster") and item.module is request.module
-           for item in request.session.items):
+    if any(item.get_closest_marker("cluster") and getattr(item, "module", None) is request.module
+           for item in request.session.items):  # doctest items have no module
         request.getfixturevalue("tracking_server_launch")
 
 
@@ -149,6 +149,18 @@ def test_leftover_check_finds_a_process_started_for_the_state_dir(tmp_path):
         child.kill()
         child.wait()
     assert leftover_processes(before, tmp_path, TRACKING_MARK, timeout=5) == []
+
+
+def test_leftover_check_finds_an_unmarked_process_working_in_the_state_dir(tmp_path):
+    """Like an orphaned PostgreSQL backend: environment overwritten, parent gone, cwd = data dir."""
+    (tmp_path / "pg").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != TRACKING_MARK}
+    child = subprocess.Popen(["sleep", "60"], cwd=tmp_path / "pg", env=env)
+    try:
+        assert child.pid in service_processes(tmp_path, TRACKING_MARK)
+    finally:
+        child.kill()
+        child.wait()
 
 
 # --- the local SLURM cluster -------------------------------------------------------------------

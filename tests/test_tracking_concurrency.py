@@ -92,7 +92,6 @@ class ConcurrencyResult:
 def log_concurrently(uri: str, workdir: Path, *, n_jobs: int = N_JOBS) -> ConcurrencyResult:
     """Run ``n_jobs`` tracked jobs at once against ``uri`` (store created first, once)."""
     import taskabs.jobs  # noqa: F401  imported once here (torch, numpy), inherited by the forks
-    import torch._inductor.config  # noqa: F401  torch.use_deterministic_algorithms imports it: ~3 s
     import mlflow.store.tracking.rest_store  # noqa: F401
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
     import mlflow.tracking  # noqa: F401
@@ -177,8 +176,8 @@ def _assert_nothing_lost(result: ConcurrencyResult) -> None:
 @pytest.fixture(scope="module", autouse=True)
 def _start_tracking_server_early(request):
     """Boot the server (~20-40 s) while the SQLite test runs, if a server test is selected."""
-    if any(item.module is request.module and "tracking_server" in item.fixturenames
-           for item in request.session.items):
+    if any(getattr(item, "module", None) is request.module and "tracking_server" in item.fixturenames
+           for item in request.session.items):  # doctest items have no module
         request.getfixturevalue("tracking_server_launch")
 
 

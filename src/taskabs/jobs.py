@@ -4,6 +4,7 @@ Every rule's ``script:`` is ``workflow/scripts/run_stage.py``, which hands the `
 to :func:`run_snakemake_job`.  That looks the rule up in :data:`taskabs.stages.STAGES` and runs it
 inside an MLflow run tagged with everything the audit needs: git commit and dirty flag, data hash,
 config hash, rule, wildcards, seed, device, host, SLURM job id, and the SHA-256 of every output.
+A job that fails, or is sent SIGTERM (``scancel``, a time limit), ends its run FAILED.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import json
 import logging
 import os
 import random
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -59,7 +63,44 @@ def seed_everything(seed: int, threads: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, threads))
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # torch.use_deterministic_algorithms(True, warn_only=True) without its import of
+    # torch._inductor.config (~1-3 s per job; nothing here compiles): inductor reads the
+    # environment variable if something imports it later, or is told directly if it already has.
+    torch._C._set_deterministic_algorithms(True, warn_only=True)
+    os.environ["TORCHINDUCTOR_DETERMINISTIC"] = "1"
+    if (inductor := sys.modules.get("torch._inductor.config")) is not None:
+        inductor.deterministic = True
+
+
+class Terminated(SystemExit):
+    """SIGTERM received: ``scancel``, a SLURM time limit, ``kill``. (Ctrl-C is KeyboardInterrupt.)
+
+    A SystemExit (exit code 128 + 15, as if killed by the signal) so that stage code catching
+    ``Exception`` does not swallow it, while :func:`run_job` still marks the run FAILED.
+    """
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated(128 + signum)
+
+
+@contextmanager
+def sigterm_handler(handler) -> Iterator[None]:
+    """``handler`` (a function, or ``signal.SIG_IGN``) takes SIGTERM within the block.
+
+    :func:`run_job` uses :func:`_on_sigterm`, so that a killed job marks its run FAILED: without it
+    the process dies at once and the run stays RUNNING for ever. SLURM sends SIGTERM first and
+    SIGKILL only ``KillWait`` seconds later (30 by default), time enough to record the failure.
+    Only the main thread can take signals; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -71,7 +112,16 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def run_job(job: Job, stage: Callable[[Job], dict[str, float] | None], pipeline_config: dict) -> dict:
-    """Run ``stage(job)`` inside one MLflow run; re-raise failures after marking the run FAILED."""
+    """Run ``stage(job)`` inside one MLflow run; re-raise failures after marking the run FAILED.
+
+    Any failure before the run is FINISHED, SIGTERM included, marks it FAILED: then the process
+    exits non-zero, Snakemake counts the job as failed, and the record agrees.
+    """
+    with sigterm_handler(_on_sigterm):
+        return _run_job(job, stage, pipeline_config)
+
+
+def _run_job(job: Job, stage: Callable[[Job], dict[str, float] | None], pipeline_config: dict) -> dict:
     seed_everything(job.seed, job.threads)
     job.device = provenance.resolve_device(pipeline_config.get("device", "cpu"))
     commit, dirty = provenance.git_state()
@@ -103,19 +153,20 @@ def run_job(job: Job, stage: Callable[[Job], dict[str, float] | None], pipeline_
     started = time.perf_counter()
     try:
         metrics = stage(job) or {}
+        for key, value in metrics.items():
+            job.log_metric(key, value)
+        job.log_metric("wall_seconds", time.perf_counter() - started)
+        job.run.log_metrics(job._metrics)
+        job.run.set_tags({f"output.{k}.sha256": v for k, v in provenance.path_hash_rows(job.output).items()}
+                         | {f"output.{k}.path": str(p) for k, p in job.output.items()})
+        for name, path in job.output.items():
+            if Path(path).is_file() and Path(path).stat().st_size < 50 * 2**20:
+                job.run.log_artifact(str(path), artifact_path=name)
+        job.run.finish("FINISHED")
     except BaseException:
-        job.run.finish("FAILED")
+        with sigterm_handler(signal.SIG_IGN):  # a second SIGTERM must not cut this short
+            job.run.finish("FAILED")
         raise
-    for key, value in metrics.items():
-        job.log_metric(key, value)
-    job.log_metric("wall_seconds", time.perf_counter() - started)
-    job.run.log_metrics(job._metrics)
-    job.run.set_tags({f"output.{k}.sha256": v for k, v in provenance.path_hash_rows(job.output).items()}
-                     | {f"output.{k}.path": str(p) for k, p in job.output.items()})
-    for name, path in job.output.items():
-        if Path(path).is_file() and Path(path).stat().st_size < 50 * 2**20:
-            job.run.log_artifact(str(path), artifact_path=name)
-    job.run.finish("FINISHED")
     return metrics
 
 

@@ -8,9 +8,10 @@ import os
 import socket
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def file_md5(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
@@ -70,6 +71,10 @@ def git_state(cwd: str | os.PathLike = ".") -> tuple[str, bool]:
 
 def resolve_device(requested: str) -> torch.device:
     """'auto' picks CUDA if visible, then Apple MPS, then CPU; anything else is forced."""
+    # Imported here, not at the top: the Snakefile imports this module (via taskabs.tracking), so a
+    # top-level torch import costs ~1 s in every Snakemake start-up, two per SLURM job.
+    import torch
+
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
