@@ -183,10 +183,9 @@ def _named(items) -> dict[str, Path | list[Path]]:
 
 def run_snakemake_job(smk) -> None:
     """Entry point for ``script:`` rules: the ``snakemake`` object -> :func:`run_job`."""
-    from taskabs.stages import STAGES  # the registry imports every experiment module
+    from taskabs.stages import stage
 
-    if smk.rule not in STAGES:
-        raise KeyError(f"rule {smk.rule!r} has no stage in taskabs.stages.STAGES")
+    function = stage(smk.rule)  # fails before logging is set up: a rule without a stage
     log_path = Path(smk.log[0]) if smk.log else None
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
@@ -204,4 +203,8 @@ def run_snakemake_job(smk) -> None:
         params=params,
         threads=smk.threads,
     )
-    run_job(job, STAGES[smk.rule], smk.config)
+    try:
+        run_job(job, function, smk.config)
+    except BaseException:  # into the job's log too, which Snakemake shows when a job fails
+        log.exception("rule %s failed", smk.rule)
+        raise

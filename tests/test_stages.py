@@ -1,0 +1,30 @@
+"""Every rule that runs a stage has one in the registry, and every registry entry imports."""
+
+import re
+
+import pytest
+
+from conftest import ROOT
+from taskabs.stages import STAGES, stage
+
+
+def stage_rules() -> set[str]:
+    """Rules whose `script:` is run_stage.py, read from the workflow's .smk files."""
+    rules = set()
+    for path in (ROOT / "workflow" / "rules").glob("*.smk"):
+        for block in re.split(r"\n(?=rule )", path.read_text()):
+            match = re.match(r"rule (\w+):", block.strip())
+            if match and "run_stage.py" in block:
+                rules.add(match.group(1))
+    return rules
+
+
+def test_registry_matches_the_workflow_and_every_entry_is_a_function():
+    assert stage_rules() == set(STAGES)
+    for rule in STAGES:
+        assert callable(stage(rule)), rule
+
+
+def test_unknown_rule_is_named():
+    with pytest.raises(KeyError, match="train_transformer"):
+        stage("train_transformer")
