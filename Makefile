@@ -6,7 +6,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
 CONFIG ?= config/config.yaml
-PROFILE ?= workflow/profiles/default
+PROFILE ?= profiles/default
 BIN := $(VENV)/bin
 SNAKEMAKE = $(BIN)/snakemake --workflow-profile $(PROFILE) --configfile $(CONFIG)
 

@@ -19,11 +19,12 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/infer.smk"
-include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/report.smk"
+include: "workflow/rules/sequence.smk"
+include: "workflow/rules/images.smk"
+include: "workflow/rules/language.smk"
+include: "workflow/rules/geometry.smk"
+include: "workflow/rules/gdln.smk"
+include: "workflow/rules/scorecard.smk"
 
 
 rule all:

@@ -83,9 +83,9 @@ def wall_times(workdir: Path, slurm_env: dict[str, str] | None, repeats: int, sl
     print(f"\n1. Wall time of the DAG of {' + '.join(CONFIGS)}: local (default profile, SQLite) "
           "vs SLURM (local cluster, server)")
     times: dict[str, list[float]] = {"local": [], "slurm": []}
-    arms = {"local": (snakemake("workflow/profiles/default"), tool_env())}
+    arms = {"local": (snakemake("profiles/default"), tool_env())}
     if slurm_env is not None:
-        arms["slurm"] = (snakemake("workflow/profiles/slurm", *slurm_args), slurm_env)
+        arms["slurm"] = (snakemake("profiles/slurm", *slurm_args), slurm_env)
     for i in range(repeats):
         for name, (cmd, env) in arms.items():
             project = new_project(workdir / f"{name}{i}")
@@ -110,7 +110,7 @@ def server_down(workdir: Path, slurm_env: dict[str, str]) -> None:
     env = {**slurm_env, "MLFLOW_TRACKING_URI": uri}
     jobs_before = count_slurm_jobs(env)
     started = time.monotonic()
-    proc = subprocess.run(snakemake("workflow/profiles/slurm"), cwd=project, env=env, capture_output=True, text=True)
+    proc = subprocess.run(snakemake("profiles/slurm"), cwd=project, env=env, capture_output=True, text=True)
     seconds = time.monotonic() - started
     lines = (proc.stdout + proc.stderr).splitlines()
     message = next((line for line in lines if uri in line), "(no line names the URI)")

@@ -29,7 +29,7 @@ def main() -> None:
               "geometry": {"enabled": True, **SWEEP}}
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(config, f)
-    cmd = [str(Path(sys.executable).parent / "snakemake"), "--workflow-profile", "workflow/profiles/default",
+    cmd = [str(Path(sys.executable).parent / "snakemake"), "--workflow-profile", "profiles/default",
            "--configfile", f.name, "-n", "--quiet", "rules"]
     started = time.perf_counter()
     out = subprocess.run(cmd, cwd=root, capture_output=True, text=True)

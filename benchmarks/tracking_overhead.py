@@ -2,7 +2,7 @@
 
 Both arms train the quick-default GBI-LSTM for the same steps in-process; the tracked arm also
 creates the run, logs the resolved config, the batched per-step metrics and finishes the run, as
-taskabs.jobs does.  The one-off cost of importing mlflow is reported separately.
+taskabs.pipeline.jobs does.  The one-off cost of importing mlflow is reported separately.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def measure(steps: int) -> None:
         (workdir / "ckpt.pt").unlink()  # or the next repetition would resume from it
         return result
 
-    from taskabs import tracking
+    from taskabs.pipeline import tracking
 
     tracking.prepare(config)
 

@@ -80,7 +80,7 @@ export PATH="$VENV_BIN:$PATH"
 log "running the smoke DAG through SLURM in $project (MLflow: $MLFLOW_TRACKING_URI)"
 started_at=$SECONDS
 # extra arguments before --configfile, which takes several values
-(cd "$project" && snakemake "$@" --workflow-profile workflow/profiles/slurm --configfile config/smoke.yaml)
+(cd "$project" && snakemake "$@" --workflow-profile profiles/slurm --configfile config/smoke.yaml)
 log "done in $((SECONDS - started_at)) s"
 
 # Where the record is: one parent run for the invocation, one child run per job.

@@ -52,7 +52,7 @@ def run(cmd: list[str], cwd: Path, *, check: bool = True, timeout: float = 600, 
 
 def snakemake(cwd: Path, *args: str, config: str = "config/smoke.yaml", check: bool = True, **env: str):
     # --configfile takes several values: targets and options go before it
-    return run([str(BIN / "snakemake"), *args, "--workflow-profile", "workflow/profiles/default",
+    return run([str(BIN / "snakemake"), *args, "--workflow-profile", "profiles/default",
                 "--configfile", config], cwd, check=check, **env)
 
 

@@ -1,4 +1,4 @@
-"""Tests for taskabs.abstraction: the claim's direction on tiny fast networks, determinism, input
+"""Tests for taskabs.experiments.geometry.network: the claim's direction on tiny fast networks, determinism, input
 validation, and the hand-written training machinery against torch's own."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from taskabs.abstraction import (
+from taskabs.experiments.geometry.network import (
     ACTIVATIONS,
     MLP,
     FlatAdam,

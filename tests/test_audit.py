@@ -19,8 +19,9 @@ import pytest
 import yaml
 
 from conftest import BIN, copy_project, run, snakemake
-from taskabs import audit, cli, provenance
-from taskabs.audit import DvcRecord, Producer, Resolution, RunRecord
+from taskabs import hashing
+from taskabs.pipeline import audit, cli, provenance
+from taskabs.pipeline.audit import DvcRecord, Producer, Resolution, RunRecord
 
 CONFIG = "config/smoke.yaml"
 
@@ -69,7 +70,7 @@ def test_data_check_recomputes_the_data_hash_from_dvc_lock_and_the_files_on_disk
     monkeypatch.chdir(tmp_path)  # jobs run in the project directory and record relative paths
     rel = [str(p.relative_to(tmp_path)) for p in (write(tmp_path / "data/x.npz", b"x"),
                                                   write(tmp_path / "results/m.pt", b"m"))]
-    md5 = {r: provenance.file_md5(r) for r in rel}
+    md5 = {r: hashing.md5_file(r) for r in rel}
     tags = {"data_hash": provenance.data_hash([Path(r) for r in rel]),  # as jobs.py records it
             "input.train.path": rel[0], "input.train.md5": md5[rel[0]],
             "input.model.path": rel[1], "input.model.md5": md5[rel[1]]}
@@ -91,8 +92,8 @@ def test_data_check_recomputes_the_data_hash_from_dvc_lock_and_the_files_on_disk
 
 def test_config_check_verifies_the_record_and_names_the_keys_that_changed():
     config = {"train": {"steps": 20, "lr": 0.01}}
-    config_json = provenance.canonical_json(config)
-    run_ = record("r", rule="train", config_json=config_json, config_hash=provenance.config_hash(config),
+    config_json = hashing.canonical_json(config)
+    run_ = record("r", rule="train", config_json=config_json, config_hash=hashing.config_hash(config),
                   output__model__path="results/m.pt")
     producer = Producer(run_, "model", "results/m.pt")
     same = Resolution({}, {"results/m.pt": ("train", {"train": {"lr": 0.01, "steps": 20}})})
@@ -106,7 +107,7 @@ def test_config_check_verifies_the_record_and_names_the_keys_that_changed():
 
 def test_the_report_is_listed_as_made_by_snakemake_and_checked_against_dvc_only(tmp_path):
     report = write(tmp_path / "results/report.html", b"<html></html>")
-    dvc = DvcRecord({"results/report.html": provenance.file_md5(report)}, ["results"])
+    dvc = DvcRecord({"results/report.html": hashing.md5_file(report)}, ["results"])
     row = audit.audit_file("results/report.html", tmp_path, {}, dvc, Resolution({}, {}), audit.Git(tmp_path))
     assert row["rule"] == "(snakemake --report)" and all(row[c].ok for c in audit.CHECKS)
     assert row["dvc"] == audit.OK

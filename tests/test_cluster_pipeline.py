@@ -175,7 +175,7 @@ def local_reference(tmp_path_factory) -> LocalReference:
     project = _new_project(tmp_path_factory.mktemp("local-project"))
     # One core: the SLURM runs are the critical path; this one has minutes to finish beside them.
     # (No rule here asks for more than one thread, so the results do not depend on it.)
-    run = Background(_snakemake("--cores", "1", profile="workflow/profiles/default"), project, tool_env(),
+    run = Background(_snakemake("--cores", "1", profile="profiles/default"), project, tool_env(),
                      project / "snakemake.log")
     yield LocalReference(project, run)
     run.stop()  # still running if a test failed early
@@ -215,7 +215,7 @@ def test_unreachable_tracking_server_stops_the_run_before_any_job_is_submitted(
     uri = f"http://127.0.0.1:{_free_loopback_port()}"
     jobs_before = _slurm_jobs(local_slurm)
     started = time.monotonic()
-    result = subprocess.run(_snakemake(profile="workflow/profiles/slurm"), cwd=project,
+    result = subprocess.run(_snakemake(profile="profiles/slurm"), cwd=project,
                             env=_slurm_env(local_slurm, uri), capture_output=True, text=True, timeout=300)
     elapsed = time.monotonic() - started
     print(f"error after {elapsed:.1f} s")  # shown with -rP
@@ -262,7 +262,7 @@ def slurm_runs(local_slurm: LocalSlurm, tracking_server: TrackingServer, tmp_pat
     import torch
 
     project = _new_project(tmp_path_factory.mktemp("slurm-project"))
-    cmd, env = _snakemake(profile="workflow/profiles/slurm"), _slurm_env(local_slurm, tracking_server.uri)
+    cmd, env = _snakemake(profile="profiles/slurm"), _slurm_env(local_slurm, tracking_server.uri)
     checkpoint = project / f"checkpoints/sequence/{CANCELLED_MODEL}/seed0.pt"
 
     first = Background(cmd, project, env, project / "snakemake-1.log")
@@ -307,7 +307,7 @@ def test_rerun_resumes_the_cancelled_job_from_its_checkpoint(slurm_runs: SlurmRu
     assert len(train) == 1
     assert train[0].data.metrics["resumed_from_step"] == slurm_runs.checkpoint_step > 0
     assert train[0].data.tags["slurm_job_id"] != slurm_runs.cancelled_job
-    # scancel's SIGTERM reached the job mid-training: its run says so (taskabs.jobs.run_job).
+    # scancel's SIGTERM reached the job mid-training: its run says so (taskabs.pipeline.jobs.run_job).
     cancelled = [r for r in runs if r.data.tags.get("slurm_job_id") == slurm_runs.cancelled_job]
     assert [r.info.status for r in cancelled] == ["FAILED"]
     assert not [k for k in cancelled[0].data.tags if k.startswith("output.")]
@@ -386,7 +386,7 @@ def test_every_job_is_a_run_on_the_server_tagged_with_its_slurm_job_id(
         assert cur.fetchone()[0] == len(runs)
     conn.close()
     assert not (slurm_runs.project / "mlflow.db").exists() and not (slurm_runs.project / "mlruns").exists()
-    # The scorecard traces each claim to runs on the server (taskabs.tracking.runs_behind).
+    # The scorecard traces each claim to runs on the server (taskabs.pipeline.tracking.runs_behind).
     scorecard = slurm_runs.project / "results/scorecard.csv"
     if scorecard.exists():
         cited = {run for runs_of_claim in pl.read_csv(scorecard)["mlflow_runs"].drop_nulls()

@@ -43,7 +43,8 @@ from taskabs.data.corpora import (
     write_corpus,
     write_manifest,
 )
-from taskabs.data.fetch import DataFetchError, sha256_bytes
+from taskabs.data.fetch import DataFetchError
+from taskabs.hashing import sha256_bytes
 
 HAVE_DPKG = shutil.which("dpkg-query") is not None
 

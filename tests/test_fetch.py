@@ -21,9 +21,9 @@ from taskabs.data.fetch import (
     DataFetchError,
     fetch_dataset,
     fetch_file,
-    sha256_bytes,
 )
 from taskabs.data.idx import encode_idx, gzip_bytes, read_idx
+from taskabs.hashing import sha256_bytes
 
 NAME = "train-images-idx3-ubyte.gz"
 ARRAY = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4)

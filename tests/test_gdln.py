@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from taskabs.gdln import experiments as ex
+from taskabs.experiments.gdln import runs as ex
 from taskabs.gdln.network import (
     GatedDeepLinearNetwork,
     GDLNConfig,

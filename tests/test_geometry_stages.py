@@ -1,4 +1,4 @@
-"""Stage functions of the representation-geometry experiment (taskabs.experiments.geometry), end to
+"""Stage functions of the representation-geometry experiment (taskabs.experiments.geometry.stages), end to
 end on tiny settings: sweep cells, sequence-model geometry, tables with verdicts, figures."""
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ import polars as pl
 import pytest
 import torch
 
-from taskabs.experiments import geometry, sequence
-from taskabs.jobs import Job, seed_everything
+from taskabs.experiments.geometry import stages as geometry
+from taskabs.experiments.sequence import stages as sequence
+from taskabs.models import sequence as sequence_models
+from taskabs.pipeline.jobs import Job, seed_everything
 
 VERDICTS = {"reproduced", "partly reproduced", "not reproduced", "not run"}
 # Tiny networks (~0.05 s each): few steps, small input; the claim's direction already shows.
@@ -56,7 +58,7 @@ def sequence_runs(tmp_path_factory) -> list[Path]:
     sequence.generate(Job(rule="generate_sequences", input={}, config=SEQUENCE,
                           output={k: tmp / f"{k}.npz" for k in ("train", "test", "probes")}))
     paths = []
-    for model in sequence.MODELS:
+    for model in sequence_models.MODELS:
         seed_everything(0, 1)
         wildcards = {"model": model, "seed": "0"}
         sequence.train(Job(rule="train_sequence", input={"train": tmp / "train.npz"}, config=SEQUENCE,

@@ -19,10 +19,13 @@ import pytest
 import torch
 
 import taskabs.train
-from taskabs.data.fetch import DataFetchError, sha256_file
+from taskabs.data.fetch import DataFetchError
+from taskabs.hashing import sha256_file
 from taskabs.data.idx import write_idx
-from taskabs.experiments import images, images_summary
-from taskabs.jobs import Job
+from taskabs.experiments.images import stages as images
+from taskabs.experiments.images import summary as images_summary
+from taskabs import calibration
+from taskabs.pipeline.jobs import Job
 from taskabs.models.image import (
     ClassifierConfig,
     ConditionalAutoencoder,
@@ -311,25 +314,25 @@ def test_fitted_temperature_recovers_the_generating_temperature():
     p = np.exp(logits / 2.5)
     p /= p.sum(1, keepdims=True)
     labels = (p.cumsum(1) > rng.random((20000, 1))).argmax(1)
-    assert images.fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.05)
+    assert calibration.fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.05)
 
 
 def test_cross_fitted_confidence_of_a_row_ignores_that_rows_label():
     rng = np.random.default_rng(1)
     logits, labels = 4 * rng.standard_normal((200, 4)), rng.integers(0, 4, 200)
-    conf, temps = images.cross_fitted_confidence(logits, labels)
+    conf, temps = calibration.cross_fitted_confidence(logits, labels)
     changed = labels.copy()
     changed[::2] = (changed[::2] + 1) % 4  # relabel the even rows only
-    conf2, temps2 = images.cross_fitted_confidence(logits, changed)
+    conf2, temps2 = calibration.cross_fitted_confidence(logits, changed)
     np.testing.assert_array_equal(conf[::2], conf2[::2])
     assert not np.allclose(conf[1::2], conf2[1::2]) and temps[1] == temps2[1]
 
 
 def test_accuracy_at_coverage_keeps_the_most_confident():
     conf, correct = [0.9, 0.8, 0.7, 0.6, 0.5], [1, 1, 0, 1, 0]
-    assert images.accuracy_at_coverage(conf, correct, 0.4) == 1.0
-    assert images.accuracy_at_coverage(conf, correct, 0.5) == pytest.approx(2 / 3)  # 3 of 5 kept
-    assert images.accuracy_at_coverage(conf, correct, 1.0) == 0.6
+    assert calibration.accuracy_at_coverage(conf, correct, 0.4) == 1.0
+    assert calibration.accuracy_at_coverage(conf, correct, 0.5) == pytest.approx(2 / 3)  # 3 of 5 kept
+    assert calibration.accuracy_at_coverage(conf, correct, 1.0) == 0.6
 
 
 # -------------------------------------------------------------------------------- recomposition

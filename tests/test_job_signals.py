@@ -1,6 +1,6 @@
 """A job killed with SIGTERM (``scancel``, a SLURM time limit, ``kill``) records its failure.
 
-SLURM sends SIGTERM, then SIGKILL ``KillWait`` seconds later. taskabs.jobs.run_job turns SIGTERM
+SLURM sends SIGTERM, then SIGKILL ``KillWait`` seconds later. taskabs.pipeline.jobs.run_job turns SIGTERM
 into an exception, so the MLflow run is marked FAILED instead of staying RUNNING for ever, and
 nothing of the interrupted stage is published. Here a real job process is signalled mid-stage.
 """
@@ -21,7 +21,7 @@ from conftest import tool_env
 JOB_SCRIPT = """
 import sys, time
 from pathlib import Path
-from taskabs.jobs import Job, run_job
+from taskabs.pipeline.jobs import Job, run_job
 
 uri, ready = sys.argv[1], Path(sys.argv[2])
 
@@ -90,7 +90,7 @@ def test_sigterm_marks_the_run_failed_and_publishes_nothing(tmp_path):
 
 def test_sigterm_outside_a_job_keeps_its_usual_meaning():
     """The handler is installed for the job only; the previous one is back afterwards."""
-    from taskabs.jobs import _on_sigterm, sigterm_handler
+    from taskabs.pipeline.jobs import _on_sigterm, sigterm_handler
 
     before = signal.getsignal(signal.SIGTERM)
     with sigterm_handler(_on_sigterm):

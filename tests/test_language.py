@@ -10,7 +10,7 @@ import torch
 
 from taskabs import inference
 from taskabs.data.corpora import CharVocab
-from taskabs.experiments import language
+from taskabs.experiments.language import stages as language
 from taskabs.geometry import all_conditions
 from taskabs.models.language import CharModelConfig, CorpusConditionedCharLSTM
 from taskabs.train import train as run_training
@@ -122,7 +122,7 @@ def test_windows_refuse_a_split_shorter_than_the_window(tmp_path):
 
 def test_gather_and_prepare_stages_on_small_files(tmp_path):
     """Corpora from files the test writes: manifest roles, vocabulary from training text only, splits."""
-    from taskabs.jobs import Job
+    from taskabs.pipeline.jobs import Job
 
     rng = np.random.default_rng(0)
     specs = {}

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from taskabs import ood
+from taskabs import calibration, ood
 
 
 def slow_auroc(scores, is_positive):
@@ -106,42 +106,42 @@ def test_auroc_closed_forms_and_degenerate_cases():
 
 def test_ece_hand_cases():
     # two bins: conf 0.9 (acc 0.5, gap 0.4) and 0.6 (acc 1, gap 0.4), equal weights
-    assert ood.expected_calibration_error([0.9, 0.9, 0.6, 0.6], [1, 0, 1, 1], n_bins=10) == 0.4
+    assert calibration.expected_calibration_error([0.9, 0.9, 0.6, 0.6], [1, 0, 1, 1], n_bins=10) == 0.4
     # calibrated: 80% confident and 80% right
-    assert ood.expected_calibration_error([0.8] * 5, [1, 1, 1, 1, 0]) == pytest.approx(0)
+    assert calibration.expected_calibration_error([0.8] * 5, [1, 1, 1, 1, 0]) == pytest.approx(0)
     # fully confident, always wrong
-    assert ood.expected_calibration_error([1.0, 1.0], [0, 0]) == 1.0
+    assert calibration.expected_calibration_error([1.0, 1.0], [0, 0]) == 1.0
     # confidence on a bin edge belongs to the lower bin: (0, .5] and (.5, 1]
-    bins = ood.reliability_bins([0.5, 0.0, 0.51], [1, 1, 0], n_bins=2)
+    bins = calibration.reliability_bins([0.5, 0.0, 0.51], [1, 1, 0], n_bins=2)
     assert bins["count"].tolist() == [2, 1]
     assert bins["accuracy"].tolist() == [1.0, 0.0]
-    assert math.isnan(ood.expected_calibration_error([], []))
+    assert math.isnan(calibration.expected_calibration_error([], []))
     with pytest.raises(ValueError):
-        ood.reliability_bins([1.2], [1])
+        calibration.reliability_bins([1.2], [1])
 
 
 def test_ece_equals_weighted_gap_on_random_data():
     rng = np.random.default_rng(0)
     conf = rng.uniform(0.1, 1.0, 500)
     hit = rng.random(500) < conf**2
-    bins = ood.reliability_bins(conf, hit, n_bins=15)
+    bins = calibration.reliability_bins(conf, hit, n_bins=15)
     assert bins["count"].sum() == 500
     slow = 0.0
     for lo, hi in zip(bins["edges"][:-1], bins["edges"][1:]):
         inside = (conf > lo) & (conf <= hi)
         if inside.any():
             slow += inside.mean() * abs(hit[inside].mean() - conf[inside].mean())
-    assert ood.expected_calibration_error(conf, hit, n_bins=15) == pytest.approx(slow)
+    assert calibration.expected_calibration_error(conf, hit, n_bins=15) == pytest.approx(slow)
 
 
 def test_accuracy_coverage_curve():
-    cov, acc, thr = ood.accuracy_coverage_curve([0.9, 0.8, 0.8, 0.3], [1, 1, 0, 0])
+    cov, acc, thr = calibration.accuracy_coverage_curve([0.9, 0.8, 0.8, 0.3], [1, 1, 0, 0])
     assert cov.tolist() == [0.25, 0.75, 1.0]
     assert acc.tolist() == [1.0, 2 / 3, 0.5]
     assert thr.tolist() == [0.9, 0.8, 0.3]
     rng = np.random.default_rng(1)
     conf, hit = rng.random(100), rng.random(100) < 0.7
-    cov, acc, _ = ood.accuracy_coverage_curve(conf, hit)
+    cov, acc, _ = calibration.accuracy_coverage_curve(conf, hit)
     assert cov[-1] == 1.0 and acc[-1] == pytest.approx(hit.mean())
     assert (np.diff(cov) > 0).all()
 

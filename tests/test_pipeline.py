@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from conftest import BIN, copy_project, run, snakemake, tool_env
-from taskabs.provenance import file_sha256
+from taskabs.hashing import sha256_file as file_sha256
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +74,7 @@ def test_smoke_dag_produces_every_table_and_figure(project):
 
 
 def test_scorecard_lists_every_claim_with_a_verdict_and_its_runs(project, runs):
-    from taskabs.scorecard import CLAIMS
+    from taskabs.pipeline.scorecard import CLAIMS
 
     client, all_runs = runs
     card = pl.read_csv(project / "results/scorecard.csv")
@@ -166,7 +166,7 @@ def test_an_upstream_change_reruns_everything_downstream_in_one_invocation(proje
     overlay = project / "config" / "longer.yaml"
     overlay.write_text("sequence: {data: {train_length: 600}}\n")
     try:
-        dry = run([str(BIN / "snakemake"), "-n", "--workflow-profile", "workflow/profiles/default",
+        dry = run([str(BIN / "snakemake"), "-n", "--workflow-profile", "profiles/default",
                    "--configfile", "config/smoke.yaml", "config/longer.yaml"], project)
     finally:
         overlay.unlink()
@@ -185,7 +185,7 @@ def test_audit_passes_on_the_whole_smoke_dag(project):
 
 
 def test_snakemake_killed_with_sigkill_reruns_without_manual_cleanup(project):
-    proc = subprocess.Popen([str(BIN / "snakemake"), "--workflow-profile", "workflow/profiles/default",
+    proc = subprocess.Popen([str(BIN / "snakemake"), "--workflow-profile", "profiles/default",
                              "--configfile", "config/smoke.yaml", "--forcerun", "plot_sequence"],
                             cwd=project, env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

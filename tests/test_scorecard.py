@@ -3,7 +3,7 @@ import math
 import polars as pl
 import pytest
 
-from taskabs.scorecard import CLAIMS, evaluate_claims, versus_paper
+from taskabs.pipeline.scorecard import CLAIMS, evaluate_claims, versus_paper
 
 
 @pytest.mark.parametrize("mean, sd, paper, higher, expected", [

@@ -2,7 +2,7 @@
 
 import os
 
-from taskabs.cli import main, settle_times
+from taskabs.pipeline.cli import main, settle_times
 
 
 def test_every_file_and_directory_gets_one_time_and_links_are_left_alone(tmp_path):

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from conftest import ROOT
-from taskabs.stages import STAGES, stage
+from taskabs.pipeline.stages import STAGES, stage
 
 
 def stage_rules() -> set[str]:

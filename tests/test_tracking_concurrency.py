@@ -1,10 +1,10 @@
 """Sixteen jobs logging to one MLflow store at the same moment lose nothing.
 
-A seed sweep runs its jobs in parallel, and every job is one MLflow run (taskabs.jobs.run_job:
+A seed sweep runs its jobs in parallel, and every job is one MLflow run (taskabs.pipeline.jobs.run_job:
 create the run, one batched log of params/metrics/tags, an artifact, terminate). Here 16 real
 processes do exactly that, released together by a barrier, against
 
-- a fresh SQLite file, created once beforehand by :func:`taskabs.tracking.prepare` in its own
+- a fresh SQLite file, created once beforehand by :func:`taskabs.pipeline.tracking.prepare` in its own
   process (what the pipeline's ``onstart`` does before any job starts), and
 - the PostgreSQL-backed ``mlflow server`` of ``scripts/tracking-server.sh`` (skipped with the
   script's reason where it cannot run: not root, not Debian).
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from taskabs import tracking  # first: it switches MLflow's telemetry off before mlflow is imported
+from taskabs.pipeline import tracking  # first: it switches MLflow's telemetry off before mlflow is imported
 from cluster_fixtures import TrackingServer, tracking_server, tracking_server_launch  # noqa: F401
 
 N_JOBS = 16
@@ -46,7 +46,7 @@ def _scalars(seed: int) -> dict[str, float]:
 
 
 def _stage(job):
-    """A stage as taskabs.stages has them: writes its output, logs a curve, returns metrics."""
+    """A stage as taskabs.pipeline.stages has them: writes its output, logs a curve, returns metrics."""
     job.output["metrics"].parent.mkdir(parents=True, exist_ok=True)
     job.output["metrics"].write_text(json.dumps({"seed": job.seed}))
     job.log_curve("train_loss", _curve(job.seed))
@@ -62,10 +62,10 @@ def _prepare(config: dict, errors) -> None:
 
 
 def _job(config: dict, seed: int, barrier, results) -> None:
-    """One sweep job in its own process: the real taskabs.jobs.run_job path."""
+    """One sweep job in its own process: the real taskabs.pipeline.jobs.run_job path."""
     sys.stdout = open(os.devnull, "w")  # MLflow prints a "View run ..." line per run on a server
     try:
-        from taskabs.jobs import Job, run_job
+        from taskabs.pipeline.jobs import Job, run_job
 
         job = Job(rule=RULE, input={}, output={"metrics": Path(f"results/seed{seed}/metrics.json")},
                   config={"lr": 0.003, "hidden": 16, "seed": seed}, wildcards={"seed": str(seed)})
@@ -91,7 +91,7 @@ class ConcurrencyResult:
 
 def log_concurrently(uri: str, workdir: Path, *, n_jobs: int = N_JOBS) -> ConcurrencyResult:
     """Run ``n_jobs`` tracked jobs at once against ``uri`` (store created first, once)."""
-    import taskabs.jobs  # noqa: F401  imported once here (torch, numpy), inherited by the forks
+    import taskabs.pipeline.jobs  # noqa: F401  imported once here (torch, numpy), inherited by the forks
     import mlflow.store.tracking.rest_store  # noqa: F401
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
     import mlflow.tracking  # noqa: F401

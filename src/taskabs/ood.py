@@ -8,8 +8,7 @@ handled as stated), so they are invariant to the order of the samples and to any
 strictly increasing transform of the scores.
 
 Degenerate rule: when one of the two classes is empty, the quantities that need
-both (AUROC, FPR at TPR, ROC curve rates) are NaN. Empty inputs for calibration
-metrics give NaN.
+both (AUROC, FPR at TPR, ROC curve rates) are NaN. Calibration is in :mod:`taskabs.calibration`.
 
 Score functions map a GBI gradient matrix ``g = dL/dz`` of shape (B, C), or
 classifier logits (B, C), to a per-example score (B,).
@@ -22,17 +21,14 @@ from scipy.special import logsumexp, softmax
 from scipy.stats import rankdata
 
 __all__ = [
-    "accuracy_coverage_curve",
     "auroc",
     "energy_score",
-    "expected_calibration_error",
     "fpr_at_tpr",
     "gradient_entropy_score",
     "gradient_max_score",
     "gradient_mean_score",
     "gradient_norm_score",
     "max_softmax_score",
-    "reliability_bins",
     "roc_curve",
     "softmax_entropy",
 ]
@@ -114,71 +110,6 @@ def fpr_at_tpr(scores, is_positive, *, tpr: float = 0.95) -> float:
     # small tolerance so 19/20 counts as reaching 0.95 despite rounding
     k = int(np.argmax(tprs >= tpr - 1e-12))
     return float(fpr[k])
-
-
-# ------------------------------------------------------------------- calibration
-def reliability_bins(confidences, correct, *, n_bins: int = 15) -> dict[str, np.ndarray]:
-    """Reliability-diagram statistics over ``n_bins`` equal-width confidence bins.
-
-    Bin b holds confidences in (edges[b], edges[b+1]], edges = linspace(0, 1, n_bins+1);
-    confidence 0 goes to bin 0. Returns ``edges`` (n_bins + 1,), ``count``,
-    ``confidence`` (mean confidence) and ``accuracy`` (mean correctness), each
-    (n_bins,); means of empty bins are NaN.
-    """
-    conf = np.asarray(confidences, dtype=np.float64).ravel()
-    hit = np.asarray(correct, dtype=np.float64).ravel()
-    if conf.shape != hit.shape:
-        raise ValueError(f"confidences {conf.shape} and correct {hit.shape} differ")
-    if n_bins < 1:
-        raise ValueError("n_bins must be >= 1")
-    if conf.size and (conf.min() < 0 or conf.max() > 1):
-        raise ValueError("confidences must lie in [0, 1]")
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
-    count = np.bincount(idx, minlength=n_bins).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(idx, weights=conf, minlength=n_bins) / count
-        accuracy = np.bincount(idx, weights=hit, minlength=n_bins) / count
-    return {"edges": edges, "count": count, "confidence": mean_conf, "accuracy": accuracy}
-
-
-def expected_calibration_error(confidences, correct, *, n_bins: int = 15) -> float:
-    """ECE = sum_b (n_b / N) |accuracy_b - confidence_b| over the bins of
-    :func:`reliability_bins` (empty bins contribute 0). NaN if N = 0.
-
-    >>> expected_calibration_error([0.9, 0.9, 0.6, 0.6], [1, 0, 1, 1], n_bins=10)
-    0.4
-    """
-    bins = reliability_bins(confidences, correct, n_bins=n_bins)
-    total = bins["count"].sum()
-    if total == 0:
-        return float("nan")
-    filled = bins["count"] > 0
-    gap = np.abs(bins["accuracy"][filled] - bins["confidence"][filled])
-    return float(np.round((bins["count"][filled] / total * gap).sum(), 12))
-
-
-def accuracy_coverage_curve(confidences, correct) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Selective prediction: (coverage, accuracy, thresholds), each (K,), K distinct confidences.
-
-    Keeping the examples with ``confidence >= thresholds[k]`` (decreasing) covers a
-    fraction ``coverage[k]`` of the data with accuracy ``accuracy[k]``; the last point
-    is full coverage. Tied confidences are kept or dropped together. Empty input gives
-    empty arrays.
-
-    >>> cov, acc, _ = accuracy_coverage_curve([0.9, 0.8, 0.8, 0.3], [1, 1, 0, 0])
-    >>> cov.tolist(), acc.tolist()
-    ([0.25, 0.75, 1.0], [1.0, 0.6666666666666666, 0.5])
-    """
-    conf = np.asarray(confidences, dtype=np.float64).ravel()
-    hit = np.asarray(correct, dtype=np.float64).ravel()
-    if conf.shape != hit.shape:
-        raise ValueError(f"confidences {conf.shape} and correct {hit.shape} differ")
-    order = np.argsort(-conf, kind="stable")
-    c, h = conf[order], hit[order]
-    last = np.r_[c[1:] != c[:-1], True] if c.size else np.zeros(0, dtype=bool)
-    kept = np.arange(1, c.size + 1)[last]
-    return kept / max(c.size, 1), np.cumsum(h)[last] / kept, c[last]
 
 
 # ------------------------------------------------------------------- scores

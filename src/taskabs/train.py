@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from taskabs.provenance import config_hash
+from taskabs.artifacts import load_checkpoint, save_checkpoint
+from taskabs.hashing import config_hash
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,6 @@ StepLoss = Callable[[nn.Module, int], tuple[torch.Tensor, dict[str, float]]]
 class TrainResult:
     history: dict[str, list[float]] = field(default_factory=dict)
     resumed_from: int = 0  # step the run resumed from (0: fresh)
-
-
-def save_atomic(obj: object, path: Path) -> None:
-    """torch.save to a temporary file then rename, so a kill never leaves a torn checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def progress_enabled() -> bool:
@@ -74,7 +67,7 @@ def train(
     result = TrainResult()
     start = 0
     if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, weights_only=False)
+        state = load_checkpoint(checkpoint_path)
         if state.get("config_hash") == fingerprint:
             model.load_state_dict(state["model"])
             optimiser.load_state_dict(state["optimiser"])
@@ -86,7 +79,7 @@ def train(
             log.warning("ignoring checkpoint %s: it was made with a different config", checkpoint_path)
 
     def checkpoint(step: int) -> None:
-        save_atomic(
+        save_checkpoint(
             {
                 "step": step,
                 "model": model.state_dict(),

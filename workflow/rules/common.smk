@@ -1,10 +1,9 @@
 # Helpers shared by every rule: per-job config slices, the target list, and the MLflow parent run.
-import hashlib
-from pathlib import Path
-
-from taskabs import tracking
+from taskabs.pipeline import tracking
+from taskabs.pipeline.codehash import code_hash
+from taskabs.pipeline.stages import stage_module
 from taskabs.data.corpora import QUICK_CORPORA
-from taskabs.provenance import git_state
+from taskabs.pipeline.provenance import git_state
 
 
 # The project's one software environment (used with --software-deployment-method conda).
@@ -14,34 +13,39 @@ LANGUAGE_RUNS = "results/language/{model}/seed{seed}"
 GDLN_EXPERIMENTS = ["xor", "routing", "race", "zero_shot"]
 
 
-# Library modules each group of rules runs.  Their hash is a param of the rules, so editing the
-# library re-runs exactly the jobs whose code changed (Snakemake itself only sees run_stage.py).
-CODE = {
-    "sequence": ["data/sequences.py", "models/sequence.py", "inference.py", "train.py", "experiments/sequence.py"],
-    "sequence_summary": ["experiments/sequence_summary.py", "plots.py"],
-    "gdln": ["gdln/network.py", "gdln/reduction.py", "gdln/experiments.py", "experiments/gdln.py", "plots.py"],
-    "images": ["data/idx.py", "data/fetch.py", "data/images.py", "models/image.py", "inference.py", "train.py",
-               "ood.py", "experiments/images.py"],
-    "images_summary": ["experiments/images_summary.py", "ood.py", "plots.py"],
-    "geometry": ["abstraction.py", "geometry/parallelism.py", "geometry/decoding.py", "geometry/nulls.py",
-                 "experiments/geometry.py"],
-    "geometry_sequence": ["geometry/parallelism.py", "geometry/decoding.py", "geometry/nulls.py",
-                          "experiments/geometry.py", "experiments/sequence.py", "models/sequence.py"],
-    "geometry_summary": ["experiments/geometry.py", "experiments/sequence_summary.py", "plots.py"],
-    "language": ["data/corpora.py", "data/fetch.py", "models/language.py", "inference.py", "train.py",
-                 "geometry/parallelism.py", "geometry/decoding.py", "experiments/language.py"],
-    "language_summary": ["experiments/language_summary.py", "plots.py"],
-    "scorecard": ["scorecard.py"],
+def stage_code(rule):
+    """SHA-256 of the modules the rule's stage reaches (taskabs.pipeline.codehash): its `code`
+    param, so editing a module re-runs exactly the jobs that run it."""
+    return code_hash(stage_module(rule))
+
+
+REPORT_CATEGORIES = {
+    "sequence": "1. GBI toy sequences",
+    "images": "2. GBI image classifier",
+    "gdln": "3. Gated deep linear networks",
+    "geometry": "4. Abstract representations",
+    "language": "5. GBI language model",
 }
 
 
-def code_version(group):
-    """SHA-256 over the source of the library modules a rule runs."""
-    digest = hashlib.sha256()
-    for module in CODE[group]:
-        digest.update(f"{module}\0".encode())
-        digest.update(Path(workflow.basedir, "src", "taskabs", module).read_bytes())
-    return digest.hexdigest()
+def _reported(kind, stem, experiment, suffix):
+    return report(
+        f"results/{kind}s/{stem}.{suffix}",
+        caption=f"../report/{kind}s/{stem}.rst",
+        category=REPORT_CATEGORIES[experiment],
+        subcategory=f"{kind.capitalize()}s",
+        labels={"experiment": experiment, kind: stem},
+    )
+
+
+def figure(stem, experiment):
+    """results/figures/<stem>.png in the report, captioned by workflow/report/figures/<stem>.rst."""
+    return _reported("figure", stem, experiment, "png")
+
+
+def table(stem, experiment):
+    """results/tables/<stem>.csv in the report, captioned by workflow/report/tables/<stem>.rst."""
+    return _reported("table", stem, experiment, "csv")
 
 
 def sequence_config(*sections):

@@ -60,8 +60,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from taskabs.data.fetch import fetch_file, sha256_bytes, sha256_file
-from taskabs.data.idx import atomic_write_bytes
+from taskabs.data.fetch import fetch_file
+from taskabs.hashing import sha256_bytes, sha256_file
+from taskabs.artifacts import atomic_write_bytes
 
 __all__ = [
     "BABYLM",

@@ -50,7 +50,9 @@ from pathlib import Path
 
 import numpy as np
 
-from taskabs.data.idx import encode_idx, gzip_bytes, publish
+from taskabs.artifacts import publish
+from taskabs.hashing import sha256_bytes, sha256_file
+from taskabs.data.idx import encode_idx, gzip_bytes
 
 __all__ = [
     "DEFAULT_DATASETS",
@@ -252,20 +254,6 @@ class _Rejected(Exception):
 
 
 # ------------------------------------------------------------------------ hashing
-def sha256_bytes(data: bytes) -> str:
-    """Hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _content_sha256(path: Path) -> str | None:
     """SHA-256 of the decompressed content of a gzip file (None if not gzip or corrupt)."""
     with open(path, "rb") as f:

@@ -31,11 +31,9 @@ import numpy as np
 __all__ = [
     "IDX_DTYPES",
     "IdxFormatError",
-    "atomic_write_bytes",
     "decode_idx",
     "encode_idx",
     "gzip_bytes",
-    "publish",
     "read_idx",
     "read_idx_bytes",
     "write_idx",
@@ -165,30 +163,3 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, *, compress: bool | No
         payload = gzip_bytes(payload)
     atomic_write_bytes(path, payload)
     return path
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` through a temporary sibling and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        publish(Path(tmp), path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def publish(tmp: Path, path: Path) -> None:
-    """Rename a finished temporary file onto ``path`` with ordinary permissions.
-
-    ``mkstemp`` creates files readable by the owner only; give the final file the mode
-    a plain ``open`` would (0666 minus the umask) before the atomic ``os.replace``.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)

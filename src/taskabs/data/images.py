@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from taskabs.data.idx import atomic_write_bytes, read_idx
+from taskabs.artifacts import atomic_write_bytes
+from taskabs.data.idx import read_idx
 
 __all__ = [
     "IMAGE_SIZE",

@@ -2,7 +2,7 @@
 
 network: the GDLN graph model (+ the vectorised routing network and the XoR ReLU comparison).
 reduction: closed-form single-pathway solution and the reduced routing / race ODEs.
-experiments: XoR, toy routing, race and MNIST-PermIn-PermOut zero-shot runs returning plain data.
+
 """
 
 from taskabs.gdln.network import (

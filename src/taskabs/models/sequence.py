@@ -8,10 +8,16 @@ This keeps the comparison matched in size and lets the same optimisation of z be
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from taskabs.artifacts import load_checkpoint, load_frozen
+from taskabs.data.sequences import SequenceSpec
+
+MODELS = ("gbi_lstm", "lstm")
 
 
 @dataclass(frozen=True)
@@ -42,3 +48,36 @@ class TaskConditionedLSTM(nn.Module):
         """Mean squared prediction error per sequence: (B,)."""
         prediction, _ = self(x, z)
         return ((prediction - x) ** 2).mean(dim=(1, 2))
+
+
+def spec_from(config: dict) -> SequenceSpec:
+    """The generative process of a resolved ``sequence`` config (its ``data`` section)."""
+    data = config["data"]
+    return SequenceSpec(
+        means=tuple(tuple(map(float, m)) for m in data["means"]),
+        sigma=float(data["sigma"]),
+        block_min=int(data["block_min"]),
+        block_max=int(data["block_max"]),
+    )
+
+
+def build_model(config: dict) -> TaskConditionedLSTM:
+    spec = spec_from(config)
+    return TaskConditionedLSTM(
+        SequenceModelConfig(obs_dim=spec.dim, n_tasks=spec.n_tasks, hidden=config["model"]["hidden"])
+    )
+
+
+def task_input(model_name: str, tasks: torch.Tensor, n_tasks: int) -> torch.Tensor:
+    """z for training/evaluation: true one-hot for the GBI-LSTM, maximum entropy for the LSTM."""
+    if model_name not in MODELS:
+        raise ValueError(f"unknown sequence model {model_name!r}; expected one of {MODELS}")
+    if model_name == "gbi_lstm":
+        return torch.nn.functional.one_hot(tasks, n_tasks).float()
+    return torch.full((*tasks.shape, n_tasks), 1.0 / n_tasks)
+
+
+def load_model(path: str | os.PathLike) -> tuple[TaskConditionedLSTM, dict]:
+    """A trained model, frozen, and the checkpoint it came from (with its resolved config)."""
+    state = load_checkpoint(path)
+    return load_frozen(build_model(state["config"]), state), state

@@ -1,0 +1,1 @@
+"""Gated deep linear networks and the neural race (config key ``gdln``; docs/experiments/gdln.md)."""

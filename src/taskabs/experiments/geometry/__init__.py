@@ -1,0 +1,1 @@
+"""Representation geometry: PS, CCGP and shattering (config key ``geometry``; docs/experiments/geometry.md)."""

@@ -1,0 +1,1 @@
+"""The GBI image experiment (config key ``images``; docs/experiments/images.md)."""

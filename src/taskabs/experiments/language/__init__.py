@@ -1,0 +1,1 @@
+"""The GBI language-model experiment (config key ``language``; docs/experiments/language.md)."""

@@ -1,0 +1,1 @@
+"""The GBI toy-sequence experiment (config key ``sequence``; docs/experiments/sequence.md)."""

@@ -1,0 +1,115 @@
+"""Tables (polars) and figures (matplotlib) of the toy-sequence experiment, across seeds."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from taskabs import plots
+from taskabs.tables import json_rows, mean_sd, read_table
+
+if TYPE_CHECKING:  # stages see a Job; importing the job machinery would put it in their code hash
+    from taskabs.pipeline.jobs import Job
+
+METHODS = ("one_step", "iterative", "exhaustive", "window_posterior", "exact_posterior")
+
+
+def _inputs(job: Job, name: str) -> list[Path]:
+    paths = job.input[name]
+    return [paths] if isinstance(paths, Path) else list(paths)
+
+
+def tabulate(job: Job) -> dict:
+    inference = json_rows(_inputs(job, "inference"))
+    evaluation = json_rows(_inputs(job, "evaluation"))
+    per_seed = inference.join(evaluation, on=["model", "seed"])
+    metric_columns = [c for c in per_seed.columns if c not in ("model", "seed", "penultimate_task", "last_task")]
+    long = per_seed.unpivot(index=["model", "seed"], on=metric_columns, variable_name="metric")
+    summary = (long.group_by("metric", "model", maintain_order=True)
+               .agg(pl.col("value").mean().alias("mean"), pl.col("value").std().alias("sd"),
+                    pl.len().alias("n_seeds"))
+               .sort("metric", "model"))
+    summary.write_csv(job.output["summary"])
+
+    recomposition = pl.concat([pl.read_csv(p) for p in _inputs(job, "recomposition")])
+    mean_sd(recomposition, ["model", "mean", "novel"],
+            ["loss_before", "loss_after", "loss_best_one_hot", *[c for c in recomposition.columns if c.startswith("z_")]]
+            ).write_csv(job.output["recomposition"])
+
+    curves = pl.concat([pl.read_csv(p).with_columns(model=pl.lit(Path(p).parts[-3]))
+                        for p in _inputs(job, "curves")])
+    # wide (one column per model) so that `dvc plots` can draw both curves from one file
+    (mean_sd(curves, ["model", "step"], ["loss"])
+     .pivot(on="model", index="step", values=["loss_mean", "loss_sd"], separator="/")
+     .rename(lambda c: "_".join(reversed(c.split("/"))) if "/" in c else c)
+     .write_csv(job.output["curves"]))
+
+    switch = pl.concat([pl.read_parquet(p) for p in _inputs(job, "switch")])
+    switch.group_by("since_switch").agg(
+        *[(pl.col(f"pred_{m}") == pl.col("task")).mean().alias(m) for m in METHODS], pl.len().alias("n")
+    ).sort("since_switch").write_csv(job.output["switch"])
+    gbi = summary.filter(pl.col("model") == "gbi_lstm")
+    return {f"{m}": float(v) for m, v in zip(gbi["metric"], gbi["mean"]) if v is not None}
+
+
+def plot(job: Job) -> dict:
+    curves = read_table(job.input["curves"])
+    fig, (ax,) = plots.figure(width=5)
+    for model in plots.LABELS:
+        if f"{model}_loss_mean" not in curves.columns:
+            continue
+        m, s = curves[f"{model}_loss_mean"].to_numpy(), curves[f"{model}_loss_sd"].fill_null(0).to_numpy()
+        ax.plot(curves["step"], m, color=plots.COLOURS[model], label=plots.LABELS[model])
+        ax.fill_between(curves["step"], m - s, m + s, color=plots.COLOURS[model], alpha=0.2)
+    ax.set(xlabel="training step", ylabel="MSE", yscale="log", title="Learning curves")
+    ax.legend()
+    plots.save(fig, job.output["curves"])
+
+    switch = pl.read_csv(job.input["switch"])
+    fig, (ax,) = plots.figure(width=5)
+    for method in METHODS:
+        ax.plot(switch["since_switch"], switch[method], label=method.replace("_", " "), marker=".")
+    ax.set(xlabel="trials since task switch", ylabel="task-inference accuracy", xlim=(0, 20),
+           title="GBI-LSTM: inference after a switch")
+    ax.legend(fontsize=8)
+    plots.save(fig, job.output["switch"])
+
+    inference = pl.concat([pl.read_parquet(p) for p in _inputs(job, "inference")])
+    grad = (inference["neg_grad_1"] - inference["neg_grad_0"]).to_numpy()
+    fig, axes = plots.figure(2)
+    for ax, name in zip(axes, ("window", "exact")):
+        logp = (inference[f"{name}_logp_1"] - inference[f"{name}_logp_0"]).to_numpy()
+        ax.scatter(logp, grad, s=2, alpha=0.3, c=inference["task"].to_numpy(), cmap="coolwarm")
+        ax.set(xlabel=f"{name} log-posterior ratio (task 1 : task 0)", ylabel="one-step −g₁ + g₀",
+               title=f"r = {np.corrcoef(logp, grad)[0, 1]:.3f}")
+    plots.save(fig, job.output["gradient"])
+
+    recomposition = read_table(job.input["recomposition"])
+    fig, axes = plots.figure(2, width=4.2)
+    for ax, model in zip(axes, ("gbi_lstm", "lstm")):
+        rows = recomposition.filter(pl.col("model") == model)
+        x = np.arange(len(rows))
+        ax.bar(x - 0.2, rows["loss_before_mean"], 0.4, label="z at max. entropy", color="0.6")
+        ax.bar(x + 0.2, rows["loss_after_mean"], 0.4, label="z optimised", color=plots.COLOURS[model])
+        ax.set_xticks(x, [f"μ={m}{'*' if n else ''}" for m, n in zip(rows["mean"], rows["novel"])])
+        ax.set(ylabel="MSE", title=f"{plots.LABELS[model]} (* novel)")
+        ax.legend(fontsize=8)
+    plots.save(fig, job.output["recomposition"])
+
+    summary = read_table(job.input["summary"])
+    fig, axes = plots.figure(2, width=3.5)
+    for ax, metric, label in zip(axes, ("forgetting_mse_second_to_last", "shared_unit_ratio"),
+                                 ("MSE, second-to-last block's task", "shared-unit ratio")):
+        rows = summary.filter(pl.col("metric") == metric)
+        models = rows["model"].to_list()
+        ax.bar(range(len(models)), rows["mean"], yerr=rows["sd"].fill_null(0),
+               color=[plots.COLOURS[m] for m in models])
+        ax.set_xticks(range(len(models)), [plots.LABELS[m] for m in models])
+        ax.set(ylabel=label)
+    plots.save(fig, job.output["forgetting"])
+    return {}

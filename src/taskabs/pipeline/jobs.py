@@ -1,0 +1,203 @@
+"""Run one Snakemake job as one tracked, seeded, logged call into the library.
+
+Every rule's ``script:`` is ``workflow/scripts/run_stage.py``, which hands the ``snakemake`` object
+to :func:`run_snakemake_job`.  That looks the rule up in :data:`taskabs.pipeline.stages.STAGES` and runs it
+inside an MLflow run tagged with everything the audit needs: git commit and dirty flag, data hash,
+config hash, rule, wildcards, seed, device, host, SLURM job id, and the SHA-256 of every output.
+A job that fails, or is sent SIGTERM (``scancel``, a time limit), ends its run FAILED.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from taskabs.hashing import canonical_json, config_hash, md5_file
+from taskabs.pipeline import provenance
+from taskabs.pipeline.tracking import JobRun
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """What a stage function sees: named inputs/outputs, its resolved config, and a tracker."""
+
+    rule: str
+    input: dict[str, Path | list[Path]]  # expand()ed inputs are lists
+    output: dict[str, Path]
+    config: dict[str, Any]  # the job's resolved config (params.config): all a stage may read
+    wildcards: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # other params (e.g. checkpoint paths)
+    threads: int = 1
+    device: torch.device = torch.device("cpu")
+    run: JobRun | None = None
+    _metrics: list[tuple[str, float, int]] = field(default_factory=list)
+
+    @property
+    def seed(self) -> int:
+        return int(self.wildcards.get("seed", self.config.get("seed", 0)))
+
+    def log_metric(self, key: str, value: float, step: int = 0) -> None:
+        self._metrics.append((key, float(value), step))
+
+    def log_curve(self, key: str, values: list[float]) -> None:
+        self._metrics.extend((key, float(v), i) for i, v in enumerate(values))
+
+
+def seed_everything(seed: int, threads: int) -> None:
+    """Seeds and deterministic kernels: identical results on CPU for the same seed and threads."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(max(1, threads))
+    # torch.use_deterministic_algorithms(True, warn_only=True) without its import of
+    # torch._inductor.config (~1-3 s per job; nothing here compiles): inductor reads the
+    # environment variable if something imports it later, or is told directly if it already has.
+    torch._C._set_deterministic_algorithms(True, warn_only=True)
+    os.environ["TORCHINDUCTOR_DETERMINISTIC"] = "1"
+    if (inductor := sys.modules.get("torch._inductor.config")) is not None:
+        inductor.deterministic = True
+
+
+class Terminated(SystemExit):
+    """SIGTERM received: ``scancel``, a SLURM time limit, ``kill``. (Ctrl-C is KeyboardInterrupt.)
+
+    A SystemExit (exit code 128 + 15, as if killed by the signal) so that stage code catching
+    ``Exception`` does not swallow it, while :func:`run_job` still marks the run FAILED.
+    """
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated(128 + signum)
+
+
+@contextmanager
+def sigterm_handler(handler) -> Iterator[None]:
+    """``handler`` (a function, or ``signal.SIG_IGN``) takes SIGTERM within the block.
+
+    :func:`run_job` uses :func:`_on_sigterm`, so that a killed job marks its run FAILED: without it
+    the process dies at once and the run stays RUNNING for ever. SLURM sends SIGTERM first and
+    SIGKILL only ``KillWait`` seconds later (30 by default), time enough to record the failure.
+    Only the main thread can take signals; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_job(job: Job, stage: Callable[[Job], dict[str, float] | None], pipeline_config: dict) -> dict:
+    """Run ``stage(job)`` inside one MLflow run; re-raise failures after marking the run FAILED.
+
+    Any failure before the run is FINISHED, SIGTERM included, marks it FAILED: then the process
+    exits non-zero, Snakemake counts the job as failed, and the record agrees.
+    """
+    with sigterm_handler(_on_sigterm):
+        return _run_job(job, stage, pipeline_config)
+
+
+def _run_job(job: Job, stage: Callable[[Job], dict[str, float] | None], pipeline_config: dict) -> dict:
+    seed_everything(job.seed, job.threads)
+    job.device = provenance.resolve_device(pipeline_config.get("device", "cpu"))
+    commit, dirty = provenance.git_state()
+    inputs = files_of(job.input)
+    tags = {
+        "rule": job.rule,
+        "wildcards": json.dumps(job.wildcards, sort_keys=True),
+        "seed": str(job.seed),
+        "device": str(job.device),
+        "host": provenance.host(),
+        "git_commit": commit,
+        "git_dirty": str(dirty).lower(),
+        "config_hash": config_hash(job.config),
+        "config_json": canonical_json(job.config),
+        "data_hash": provenance.data_hash(inputs) if inputs else "none",
+        "mlflow.source.git.commit": commit,
+    }
+    if slurm := provenance.slurm_job_id():
+        tags["slurm_job_id"] = slurm
+    for name, value in job.input.items():
+        for i, path in enumerate(value if isinstance(value, list) else [value]):
+            if path.is_file():
+                key = f"input.{name}" + (f".{i}" if isinstance(value, list) else "")
+                tags[f"{key}.path"] = str(path)
+                tags[f"{key}.md5"] = md5_file(path)
+    name = job.rule + "".join(f"[{k}={v}]" for k, v in sorted(job.wildcards.items()))
+    job.run = JobRun(pipeline_config, name=name, tags=tags)
+    job.run.log_params({**job.config, "threads": job.threads})
+    started = time.perf_counter()
+    try:
+        metrics = stage(job) or {}
+        for key, value in metrics.items():
+            job.log_metric(key, value)
+        job.log_metric("wall_seconds", time.perf_counter() - started)
+        job.run.log_metrics(job._metrics)
+        job.run.set_tags({f"output.{k}.sha256": v for k, v in provenance.path_hash_rows(job.output).items()}
+                         | {f"output.{k}.path": str(p) for k, p in job.output.items()})
+        for name, path in job.output.items():
+            if Path(path).is_file() and Path(path).stat().st_size < 50 * 2**20:
+                job.run.log_artifact(str(path), artifact_path=name)
+        job.run.finish("FINISHED")
+    except BaseException:
+        with sigterm_handler(signal.SIG_IGN):  # a second SIGTERM must not cut this short
+            job.run.finish("FAILED")
+        raise
+    return metrics
+
+
+def files_of(named: dict[str, Path | list[Path]]) -> list[Path]:
+    """Every existing file among named inputs, lists flattened."""
+    flat = [p for v in named.values() for p in (v if isinstance(v, list) else [v])]
+    return [p for p in flat if p.is_file()]
+
+
+def _named(items) -> dict[str, Path | list[Path]]:
+    return {name: [Path(v) for v in value] if isinstance(value, list) else Path(value)
+            for name, value in items.items()}
+
+
+def run_snakemake_job(smk) -> None:
+    """Entry point for ``script:`` rules: the ``snakemake`` object -> :func:`run_job`."""
+    from taskabs.pipeline.stages import stage
+
+    function = stage(smk.rule)  # fails before logging is set up: a rule without a stage
+    log_path = Path(smk.log[0]) if smk.log else None
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        handlers=handlers, force=True)
+    params = dict(smk.params.items())
+    job = Job(
+        rule=smk.rule,
+        input=_named(smk.input),
+        output=_named(smk.output),
+        config=params.pop("config", {}),
+        wildcards=dict(smk.wildcards.items()),
+        params=params,
+        threads=smk.threads,
+    )
+    try:
+        run_job(job, function, smk.config)
+    except BaseException:  # into the job's log too, which Snakemake shows when a job fails
+        log.exception("rule %s failed", smk.rule)
+        raise

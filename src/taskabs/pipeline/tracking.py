@@ -1,0 +1,191 @@
+"""MLflow records: one parent run per pipeline invocation, one child run per Snakemake job.
+
+The store is ``sqlite:///mlflow.db`` unless config ``tracking.uri`` or the standard
+``MLFLOW_TRACKING_URI`` says otherwise (the environment wins, so a cluster can point every job at
+one server without editing config).  :func:`prepare` creates the database and the experiment once,
+before any job starts: many processes creating a fresh SQLite database at once fail.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Callable, Iterable, TypeVar
+
+from taskabs.hashing import canonical_json
+
+log = logging.getLogger(__name__)
+# Before mlflow is imported: MLflow 3's telemetry thread unsets a variable of os.environ while a
+# request iterates it (KeyError '_MLFLOW_TELEMETRY_SESSION_ID', ~1 job in 60 against a server).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+PARENT_RUN_ENV = "TASKABS_PARENT_RUN_ID"
+DEFAULT_URI = "sqlite:///mlflow.db"
+T = TypeVar("T")
+
+
+def tracking_uri(config: dict) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or config.get("tracking", {}).get("uri") or DEFAULT_URI
+
+
+def experiment_name(config: dict) -> str:
+    return config.get("tracking", {}).get("experiment", "task-abstraction")
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient  # imported lazily: mlflow takes seconds to import
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def retry(call: Callable[[], T], *, attempts: int = 8, first_wait: float = 0.2) -> T:
+    """Retry a tracking call on transient failures (a locked SQLite file, a busy server)."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as error:  # mlflow wraps sqlalchemy/requests errors in its own types
+            transient = any(word in str(error).lower() for word in ("locked", "busy", "timed out", "connection"))
+            if not transient or attempt == attempts - 1:
+                raise
+            time.sleep(first_wait * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
+    """Fail fast, before any job is submitted, if an HTTP tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            if response.status != 200:
+                raise RuntimeError(f"tracking server {uri} answered /health with HTTP {response.status}")
+    except (urllib.error.URLError, OSError) as error:
+        raise RuntimeError(
+            f"tracking server {uri} is not reachable ({error}); start it, or unset MLFLOW_TRACKING_URI "
+            "to use the local SQLite store"
+        ) from None
+
+
+def prepare(config: dict) -> str:
+    """Create the store and the experiment if needed; return the experiment id."""
+    uri = tracking_uri(config)
+    check_reachable(uri)
+    client = _client(uri)
+    name = experiment_name(config)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name)
+
+
+def start_invocation(config: dict, *, tags: dict[str, str]) -> str:
+    """Open the parent run of one pipeline invocation; its id is exported to every job."""
+    client = _client(tracking_uri(config))
+    run = client.create_run(prepare(config), tags={"mlflow.runName": "pipeline", **tags})
+    os.environ[PARENT_RUN_ENV] = run.info.run_id
+    return run.info.run_id
+
+
+def end_invocation(config: dict, *, success: bool) -> None:
+    run_id = os.environ.get(PARENT_RUN_ENV)
+    if run_id:
+        _client(tracking_uri(config)).set_terminated(run_id, "FINISHED" if success else "FAILED")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists become their JSON text."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        elif isinstance(value, (list, tuple)):
+            out[name] = canonical_json(value)
+        else:
+            out[name] = value
+    return out
+
+
+class JobRun:
+    """One MLflow run for one Snakemake job.
+
+    Params, metrics and tags are buffered and sent in one ``log_batch`` when the run finishes
+    (whatever its status), so tracking costs three calls per job, none inside the training loop.
+    """
+
+    def __init__(self, config: dict, *, name: str, tags: dict[str, str]):
+        self.client = _client(tracking_uri(config))
+        experiment_id = retry(lambda: prepare(config))
+        all_tags = {"mlflow.runName": name, **tags}
+        if parent := os.environ.get(PARENT_RUN_ENV):
+            all_tags["mlflow.parentRunId"] = parent
+        self.run_id = retry(lambda: self.client.create_run(experiment_id, tags=all_tags)).info.run_id
+        self._params: dict[str, str] = {}
+        self._tags: dict[str, str] = {}
+        self._metrics: list[tuple[str, float, int]] = []
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self._params.update({k: str(v)[:6000] for k, v in flatten(params).items()})
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._tags.update({k: str(v) for k, v in tags.items()})
+
+    def log_metrics(self, rows: Iterable[tuple[str, float, int]]) -> None:
+        """rows of (key, value, step)."""
+        self._metrics.extend((k, float(v), int(step)) for k, v, step in rows)
+
+    def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
+        retry(lambda: self.client.log_artifact(self.run_id, path, artifact_path))
+
+    def flush(self) -> None:
+        """Send everything buffered, within MLflow's per-request limits."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        params = [Param(k, v) for k, v in self._params.items()]
+        tags = [RunTag(k, v) for k, v in self._tags.items()]
+        metrics = [Metric(k, v, now, step) for k, v, step in self._metrics]
+        while params or tags or metrics:
+            batch_params, params = params[:100], params[100:]
+            batch_tags, tags = tags[:100], tags[100:]
+            room = 1000 - len(batch_params) - len(batch_tags)
+            batch_metrics, metrics = metrics[:room], metrics[room:]
+            retry(lambda: self.client.log_batch(self.run_id, metrics=batch_metrics, params=batch_params,
+                                                tags=batch_tags))
+        self._params, self._tags, self._metrics = {}, {}, []
+
+    def finish(self, status: str) -> None:
+        self.flush()
+        retry(lambda: self.client.set_terminated(self.run_id, status))
+
+
+def runs_by_output(config: dict) -> dict[str, Any]:
+    """Output path -> the latest FINISHED run that produced it (from the runs' output.*.path tags)."""
+    client = _client(tracking_uri(config))
+    experiment = client.get_experiment_by_name(experiment_name(config))
+    if experiment is None:
+        return {}
+    index: dict[str, Any] = {}
+    for run in client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'",
+                                  max_results=50000, order_by=["attributes.start_time ASC"]):
+        for key, value in run.data.tags.items():
+            if key.startswith("output.") and key.endswith(".path"):
+                index[value] = run  # later runs overwrite earlier ones
+    return index
+
+
+def runs_behind(path: str, index: dict[str, Any]) -> list[str]:
+    """Run ids behind a file: the run that made it and, recursively, the runs that made its inputs."""
+    seen: list[str] = []
+    stack = [path]
+    while stack:
+        run = index.get(stack.pop())
+        if run is None or run.info.run_id in seen:
+            continue
+        seen.append(run.info.run_id)
+        stack += [v for k, v in run.data.tags.items() if k.startswith("input.") and k.endswith(".path")]
+    return seen

@@ -1,0 +1,34 @@
+# The scorecard (every claim beside the paper's, with the runs behind it) and the data-only target.
+
+
+rule scorecard:
+    """Each claim of the papers beside ours, with a verdict and the MLflow runs behind it."""
+    input:
+        **scorecard_inputs(),
+    output:
+        table=report(
+            "results/scorecard.csv",
+            caption="../report/scorecard.rst",
+            category="0. Reproduction scorecard",
+        ),
+        metrics="results/scorecard.json",
+    params:
+        code=stage_code("scorecard"),
+        config={"tracking": config["tracking"]},
+    localrule: True
+    log:
+        "logs/scorecard.log",
+    benchmark:
+        "logs/benchmarks/scorecard.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/run_stage.py"
+
+
+rule data:
+    """Every dataset of the enabled experiments (the target of the DVC `data` stage)."""
+    input:
+        data_targets(),
+    localrule: True
+    default_target: False
