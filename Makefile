@@ -68,8 +68,13 @@ smoke: reproduce
 test: venv
 	$(BIN)/python -m pytest
 
+## lint: ruff (format and lint) on the Python, snakefmt on the rules, snakemake's own --lint
+PY_SOURCES := src tests benchmarks workflow/scripts
 lint: venv
-	$(BIN)/snakemake --lint
+	$(BIN)/ruff format --check $(PY_SOURCES)
+	$(BIN)/ruff check $(PY_SOURCES)
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint --configfile config/smoke.yaml
 
 ## slurm-smoke: the smoke DAG through a single-node SLURM cluster on this machine (root, Debian)
 slurm-smoke: venv system-deps

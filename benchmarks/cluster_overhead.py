@@ -63,7 +63,7 @@ def new_project(dest: Path) -> Path:
 
 
 def load() -> str:
-    return "load %.1f" % os.getloadavg()[0]
+    return f"load {os.getloadavg()[0]:.1f}"
 
 
 def timed_run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> tuple[float, int]:
@@ -74,14 +74,17 @@ def timed_run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> tupl
 
 
 def count_slurm_jobs(env: dict[str, str]) -> int:
-    out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i"], env=env, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-o", "%i"], env=env, capture_output=True, text=True, check=True
+    ).stdout
     return len(out.split())
 
 
 def wall_times(workdir: Path, slurm_env: dict[str, str] | None, repeats: int, slurm_args: list[str]) -> None:
-    print(f"\n1. Wall time of the DAG of {' + '.join(CONFIGS)}: local (default profile, SQLite) "
-          "vs SLURM (local cluster, server)")
+    print(
+        f"\n1. Wall time of the DAG of {' + '.join(CONFIGS)}: local (default profile, SQLite) "
+        "vs SLURM (local cluster, server)"
+    )
     times: dict[str, list[float]] = {"local": [], "slurm": []}
     arms = {"local": (snakemake("profiles/default"), tool_env())}
     if slurm_env is not None:
@@ -115,8 +118,10 @@ def server_down(workdir: Path, slurm_env: dict[str, str]) -> None:
     lines = (proc.stdout + proc.stderr).splitlines()
     message = next((line for line in lines if uri in line), "(no line names the URI)")
     submitted = count_slurm_jobs(env) - jobs_before
-    print(f"   exit {proc.returncode} after {seconds:.1f} s; SLURM jobs submitted: {submitted}; "
-          f"results/ exists: {(project / 'results').exists()}")
+    print(
+        f"   exit {proc.returncode} after {seconds:.1f} s; SLURM jobs submitted: {submitted}; "
+        f"results/ exists: {(project / 'results').exists()}"
+    )
     print(f"   message: {message.strip()}")
 
 
@@ -130,10 +135,13 @@ def concurrency(workdir: Path, server_uri: str | None) -> None:
         lost = lost_records(result)
         complete = N_JOBS - len({problem.split(" (")[0] for problem in lost}) if lost else N_JOBS
         jobs = result.job_seconds
-        print(f"   {name:<20} {len(result.run_ids)}/{N_JOBS} jobs ok, {complete}/{N_JOBS} runs complete; "
-              f"all done {result.wall_seconds:.1f} s after the start; per job median "
-              f"{statistics.median(jobs) if jobs else float('nan'):.1f} s, max {max(jobs, default=float('nan')):.1f} s",
-              flush=True)
+        print(
+            f"   {name:<20} {len(result.run_ids)}/{N_JOBS} jobs ok, {complete}/{N_JOBS} runs complete; "
+            f"all done {result.wall_seconds:.1f} s after the start; per job median "
+            f"{statistics.median(jobs) if jobs else float('nan'):.1f} s, "
+            f"max {max(jobs, default=float('nan')):.1f} s",
+            flush=True,
+        )
         for problem in lost[:5] + result.errors[:2]:
             print(f"      {problem.strip().splitlines()[-1]}")
 
@@ -143,8 +151,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="alternating local/SLURM pairs (default 1)")
     parser.add_argument("--skip-dag", action="store_true", help="only parts 2 and 3")
     parser.add_argument("--slurm-args", default="", help="extra snakemake arguments for the SLURM arm")
-    parser.add_argument("--whole-smoke", action="store_true",
-                        help="all of config/smoke.yaml, not only the cluster test's subset")
+    parser.add_argument(
+        "--whole-smoke",
+        action="store_true",
+        help="all of config/smoke.yaml, not only the cluster test's subset",
+    )
     args = parser.parse_args()
     CONFIGS[:] = ["config/smoke.yaml"] if args.whole_smoke else ["config/smoke.yaml", OVERLAY]
     print(f"{os.cpu_count()} CPUs, {load()}; SLURM settings: {SLURM_SETTINGS}")
@@ -165,8 +176,9 @@ def main() -> None:
             print(f"cluster parts skipped: {reason}")
         slurm_env = None
         if cluster is not None and server is not None:
-            slurm_env = tool_env(SLURM_CONF=str(cluster.slurm_conf), MLFLOW_TRACKING_URI=server.uri,
-                                 **SLURM_SETTINGS)
+            slurm_env = tool_env(
+                SLURM_CONF=str(cluster.slurm_conf), MLFLOW_TRACKING_URI=server.uri, **SLURM_SETTINGS
+            )
         if not args.skip_dag:
             wall_times(workdir, slurm_env, args.repeats, args.slurm_args.split())
         if slurm_env is not None:

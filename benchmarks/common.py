@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
-def interleaved(candidates: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 1) -> dict[str, float]:
+def interleaved(
+    candidates: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 1
+) -> dict[str, float]:
     """Median seconds of each callable, run in alternation so load drifts hit all alike."""
     for _ in range(warmup):
         for fn in candidates.values():
@@ -24,4 +26,6 @@ def interleaved(candidates: dict[str, Callable[[], object]], *, repeats: int, wa
 def report(title: str, medians: dict[str, float], baseline: str) -> None:
     print(f"\n{title}")
     for name, seconds in medians.items():
-        print(f"  {name:<34} {seconds * 1e3:9.2f} ms   ratio to {baseline}: {seconds / medians[baseline]:.3f}")
+        print(
+            f"  {name:<34} {seconds * 1e3:9.2f} ms   ratio to {baseline}: {seconds / medians[baseline]:.3f}"
+        )

@@ -25,18 +25,32 @@ SWEEP = {
 
 def main() -> None:
     root = Path(__file__).resolve().parents[1]
-    config = {"sequence": {"enabled": False}, "images": {"enabled": False}, "gdln": {"enabled": False},
-              "geometry": {"enabled": True, **SWEEP}}
+    config = {
+        "sequence": {"enabled": False},
+        "images": {"enabled": False},
+        "gdln": {"enabled": False},
+        "geometry": {"enabled": True, **SWEEP},
+    }
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(config, f)
-    cmd = [str(Path(sys.executable).parent / "snakemake"), "--workflow-profile", "profiles/default",
-           "--configfile", f.name, "-n", "--quiet", "rules"]
+    cmd = [
+        str(Path(sys.executable).parent / "snakemake"),
+        "--workflow-profile",
+        "profiles/default",
+        "--configfile",
+        f.name,
+        "-n",
+        "--quiet",
+        "rules",
+    ]
     started = time.perf_counter()
     out = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if out.returncode != 0:
         sys.exit(out.stderr[-3000:])
-    jobs = next((line.split()[-1] for line in out.stdout.splitlines() if line.startswith("sweep_geometry")), "?")
+    jobs = next(
+        (line.split()[-1] for line in out.stdout.splitlines() if line.startswith("sweep_geometry")), "?"
+    )
     print(f"snakemake -n on the sweep: {jobs} sweep_geometry jobs planned in {seconds:.1f} s")
 
 

@@ -37,15 +37,23 @@ def main() -> None:
         for p in model.parameters():
             p.requires_grad_(False)
 
-    medians = interleaved({
-        "forward + backward (weights)": plain_forward_backward,
-        "one-step GBI": lambda: inference.one_step(loss_fn, BATCH, TASKS),
-        f"iterative GBI / step ({ITER_STEPS} steps)": lambda: inference.iterative(
-            loss_fn, BATCH, TASKS, steps=ITER_STEPS, lr=0.3),
-        f"exhaustive likelihood (C={TASKS})": lambda: inference.exhaustive(loss_fn, BATCH, TASKS),
-    }, repeats=7)
+    medians = interleaved(
+        {
+            "forward + backward (weights)": plain_forward_backward,
+            "one-step GBI": lambda: inference.one_step(loss_fn, BATCH, TASKS),
+            f"iterative GBI / step ({ITER_STEPS} steps)": lambda: inference.iterative(
+                loss_fn, BATCH, TASKS, steps=ITER_STEPS, lr=0.3
+            ),
+            f"exhaustive likelihood (C={TASKS})": lambda: inference.exhaustive(loss_fn, BATCH, TASKS),
+        },
+        repeats=7,
+    )
     medians[f"iterative GBI / step ({ITER_STEPS} steps)"] /= ITER_STEPS + 1  # + the final evaluation
-    report(f"GBI cost, GBI-LSTM, batch {BATCH} x {WINDOW} trials, 1 thread", medians, "forward + backward (weights)")
+    report(
+        f"GBI cost, GBI-LSTM, batch {BATCH} x {WINDOW} trials, 1 thread",
+        medians,
+        "forward + backward (weights)",
+    )
 
 
 if __name__ == "__main__":

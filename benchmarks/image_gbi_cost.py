@@ -48,7 +48,8 @@ def candidates(n_classes: int) -> dict:
         "forward + backward (weights)": forward_backward,
         "one-step GBI": lambda: inference.one_step(loss_fn, BATCH, n_classes),
         f"iterative GBI / step ({ITER_STEPS} steps)": lambda: inference.iterative(
-            loss_fn, BATCH, n_classes, steps=ITER_STEPS, lr=0.1),
+            loss_fn, BATCH, n_classes, steps=ITER_STEPS, lr=0.1
+        ),
         "exhaustive, naive (C x forward)": lambda: inference.exhaustive(loss_fn, BATCH, n_classes),
         "exhaustive, code cached": exhaustive_cached,
     }
@@ -59,12 +60,17 @@ def main() -> None:
     for n_classes in (10, 100):
         medians = interleaved(candidates(n_classes), repeats=REPEATS)
         medians[f"iterative GBI / step ({ITER_STEPS} steps)"] /= ITER_STEPS + 1  # + the final evaluation
-        report(f"GBI cost, conditional autoencoder (C={n_classes}), batch {BATCH}, 1 thread", medians,
-               "forward + backward (weights)")
+        report(
+            f"GBI cost, conditional autoencoder (C={n_classes}), batch {BATCH}, 1 thread",
+            medians,
+            "forward + backward (weights)",
+        )
         one_step = medians["one-step GBI"]
-        print(f"  one-step / forward+backward: {one_step / medians['forward + backward (weights)']:.2f}x; "
-              f"exhaustive / one-step: naive {medians['exhaustive, naive (C x forward)'] / one_step:.1f}x, "
-              f"code cached {medians['exhaustive, code cached'] / one_step:.1f}x")
+        print(
+            f"  one-step / forward+backward: {one_step / medians['forward + backward (weights)']:.2f}x; "
+            f"exhaustive / one-step: naive {medians['exhaustive, naive (C x forward)'] / one_step:.1f}x, "
+            f"code cached {medians['exhaustive, code cached'] / one_step:.1f}x"
+        )
 
 
 if __name__ == "__main__":

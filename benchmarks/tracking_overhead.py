@@ -30,10 +30,19 @@ def measure(steps: int) -> None:
         torch.manual_seed(0)
         model = TaskConditionedLSTM(SequenceModelConfig())
         opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-        step_loss = lambda net, s: (net.loss_per_example(x[:, s * CHUNK:(s + 1) * CHUNK],
-                                                         z[:, s * CHUNK:(s + 1) * CHUNK]).mean(), {})
-        result = train(model, opt, step_loss, steps=steps, checkpoint_path=workdir / "ckpt.pt",
-                       checkpoint_every=50, resolved_config={"steps": steps})
+        step_loss = lambda net, s: (
+            net.loss_per_example(x[:, s * CHUNK : (s + 1) * CHUNK], z[:, s * CHUNK : (s + 1) * CHUNK]).mean(),
+            {},
+        )
+        result = train(
+            model,
+            opt,
+            step_loss,
+            steps=steps,
+            checkpoint_path=workdir / "ckpt.pt",
+            checkpoint_every=50,
+            resolved_config={"steps": steps},
+        )
         (workdir / "ckpt.pt").unlink()  # or the next repetition would resume from it
         return result
 
@@ -56,6 +65,7 @@ def main() -> None:
     torch.set_num_threads(1)
     started = time.perf_counter()
     import mlflow  # noqa: F401  (what every job process pays once, tracked or not)
+
     print(f"one-off import of mlflow: {time.perf_counter() - started:.2f} s per job process")
     for steps in (200, 2000):  # the quick default's training job, and a ten times longer one
         measure(steps)

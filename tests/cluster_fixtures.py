@@ -73,7 +73,9 @@ def start_local_slurm(state_dir: Path, *, timeout: float = 600) -> LocalSlurm:
     proc = subprocess.run(
         ["bash", str(LOCAL_SLURM_SCRIPT), "up"],
         env=_script_env("TASKABS_SLURM_DIR", state_dir),
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     _raise_for(proc, "local-slurm.sh up")
     return LocalSlurm(state_dir)
@@ -83,7 +85,9 @@ def stop_local_slurm(cluster: LocalSlurm, *, timeout: float = 120) -> None:
     proc = subprocess.run(
         ["bash", str(LOCAL_SLURM_SCRIPT), "down"],
         env=_script_env("TASKABS_SLURM_DIR", cluster.state_dir),
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if proc.returncode != UNSUPPORTED_EXIT:  # unsupported: nothing could have been started
         _raise_for(proc, "local-slurm.sh down")
@@ -103,14 +107,15 @@ class PendingTrackingServer:
         self._proc = subprocess.Popen(
             ["bash", str(TRACKING_SCRIPT), "up"],
             env=_script_env("TASKABS_TRACKING_DIR", state_dir),
-            stdout=self._out, stderr=self._err, text=True,
+            stdout=self._out,
+            stderr=self._err,
+            text=True,
         )
 
     def wait(self, timeout: float = 600) -> TrackingServer:
         returncode = self._proc.wait(timeout=timeout)
         self._err.seek(0)
-        _raise_for(subprocess.CompletedProcess([], returncode, "", self._err.read()),
-                   "tracking-server.sh up")
+        _raise_for(subprocess.CompletedProcess([], returncode, "", self._err.read()), "tracking-server.sh up")
         return TrackingServer(
             state_dir=self.state_dir,
             uri=(self.state_dir / "uri").read_text().strip(),
@@ -137,7 +142,9 @@ def stop_tracking_server(state_dir: Path, *, timeout: float = 120) -> None:
     proc = subprocess.run(
         ["bash", str(TRACKING_SCRIPT), "down"],
         env=_script_env("TASKABS_TRACKING_DIR", state_dir),
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if proc.returncode != UNSUPPORTED_EXIT:  # unsupported: nothing could have been started
         _raise_for(proc, "tracking-server.sh down")
@@ -159,7 +166,7 @@ def _read_proc(pid: int, mark: bytes) -> _Proc | None:
     try:
         stat = (base / "stat").read_text()
         # Fields after the parenthesised command name: state, ppid, ..., starttime (22nd overall).
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         if fields[0] in ("Z", "X"):
             return None
         command = (base / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
@@ -195,8 +202,11 @@ def service_processes(state_dir: Path, mark_var: str) -> dict[int, _Proc]:
         children.setdefault(proc.ppid, []).append(proc.pid)
     found: dict[int, _Proc] = {}
     inside = str(state_dir).rstrip("/") + "/"
-    stack = [proc.pid for proc in table.values()
-             if proc.marked or str(state_dir) in proc.command or (proc.cwd + "/").startswith(inside)]
+    stack = [
+        proc.pid
+        for proc in table.values()
+        if proc.marked or str(state_dir) in proc.command or (proc.cwd + "/").startswith(inside)
+    ]
     while stack:
         pid = stack.pop()
         if pid not in found:
@@ -205,8 +215,9 @@ def service_processes(state_dir: Path, mark_var: str) -> dict[int, _Proc]:
     return found
 
 
-def leftover_processes(before: dict[int, _Proc], state_dir: Path, mark_var: str,
-                       *, timeout: float = 10) -> list[str]:
+def leftover_processes(
+    before: dict[int, _Proc], state_dir: Path, mark_var: str, *, timeout: float = 10
+) -> list[str]:
     """Which of ``before`` (or newly marked processes) are still alive after ``timeout`` s."""
     mark = f"{mark_var}={state_dir}".encode()
     deadline = time.monotonic() + timeout

@@ -16,8 +16,13 @@ BIN = Path(sys.executable).parent
 
 def project_files() -> list[str]:
     """Files a clean clone would have: tracked plus new files git does not ignore."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [f for f in out.splitlines() if (ROOT / f).is_file()]
 
 
@@ -27,8 +32,13 @@ def copy_project(dest: Path) -> Path:
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
-    env = {**os.environ, "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@localhost",
-           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@localhost"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@localhost",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@localhost",
+    }
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "snapshot"]):
         subprocess.run(cmd, cwd=dest, check=True, env=env)
     return dest
@@ -44,16 +54,24 @@ def tool_env(**extra: str) -> dict[str, str]:
 
 
 def run(cmd: list[str], cwd: Path, *, check: bool = True, timeout: float = 600, **env: str):
-    result = subprocess.run(cmd, cwd=cwd, env=tool_env(**env), capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        cmd, cwd=cwd, env=tool_env(**env), capture_output=True, text=True, timeout=timeout
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
     return result
 
 
 def snakemake(cwd: Path, *args: str, config: str = "config/smoke.yaml", check: bool = True, **env: str):
     # --configfile takes several values: targets and options go before it
-    return run([str(BIN / "snakemake"), *args, "--workflow-profile", "profiles/default",
-                "--configfile", config], cwd, check=check, **env)
+    return run(
+        [str(BIN / "snakemake"), *args, "--workflow-profile", "profiles/default", "--configfile", config],
+        cwd,
+        check=check,
+        **env,
+    )
 
 
 @pytest.fixture(scope="session")

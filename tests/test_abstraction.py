@@ -1,5 +1,5 @@
-"""Tests for taskabs.experiments.geometry.network: the claim's direction on tiny fast networks, determinism, input
-validation, and the hand-written training machinery against torch's own."""
+"""Tests for taskabs.experiments.geometry.network: the claim's direction on tiny fast networks,
+determinism, input validation, and the hand-written training machinery against torch's own."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from taskabs.experiments.geometry.network import (
     train_and_measure,
 )
 from taskabs.geometry import all_conditions, ccgp, parallelism_score_of_samples
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
@@ -68,15 +69,21 @@ def test_training_on_latents_makes_last_hidden_layer_abstract(activation, depth)
     assert trained["ps"] > max(inp["ps"], untrained["ps"]) + 0.5
     assert trained["ccgp"] >= 0.95 and trained["ccgp"] > max(inp["ccgp"], untrained["ccgp"]) + 0.2
     # ...and both well above what the nulls give for the same layer.
-    assert trained["ps"] > trained["ps_null_shuffle"] + 0.5 and trained["ps"] > trained["ps_null_geometry"] + 0.5
+    assert (
+        trained["ps"] > trained["ps_null_shuffle"] + 0.5 and trained["ps"] > trained["ps_null_geometry"] + 0.5
+    )
 
 
 def test_random_hyperplane_tasks_abstraction_grows_with_p():
     def mean_ccgp(p):
-        return np.mean([
-            by_layer(train_and_measure(dataclasses.replace(TINY, task="random", n_tasks=p, depth=2, seed=s)))["trained"]["ccgp"]
-            for s in range(2)
-        ])
+        return np.mean(
+            [
+                by_layer(
+                    train_and_measure(dataclasses.replace(TINY, task="random", n_tasks=p, depth=2, seed=s))
+                )["trained"]["ccgp"]
+                for s in range(2)
+            ]
+        )
 
     assert mean_ccgp(16) > mean_ccgp(2) + 0.1 > mean_ccgp(1) + 0.2
 
@@ -89,7 +96,9 @@ def test_default_input_is_not_abstract():
     assert abs(parallelism_score_of_samples(x, y)) < 0.1 and ccgp(x, y) < 0.7
     # input_mixing = 0 is SCIENCE.md's ReLU(A y + b): partly abstract already.
     spec0 = dataclasses.replace(spec, input_mixing=0.0)
-    x0, _ = make_dataset(spec0, make_embedding(spec0, generator=torch.Generator().manual_seed(0)), generator=gen)
+    x0, _ = make_dataset(
+        spec0, make_embedding(spec0, generator=torch.Generator().manual_seed(0)), generator=gen
+    )
     assert parallelism_score_of_samples(x0.double().numpy(), y) > 0.3
 
 
@@ -122,8 +131,13 @@ def test_unknown_activation_is_named():
 
 @pytest.mark.parametrize(
     "field,value,match",
-    [("task", "xor", "xor"), ("loss", "hinge", "hinge"), ("depth", 0, "depth"), ("n_per_condition", 1, "n_per_condition"),
-     ("decay_warmup", 1.5, "decay_warmup")],
+    [
+        ("task", "xor", "xor"),
+        ("loss", "hinge", "hinge"),
+        ("depth", 0, "depth"),
+        ("n_per_condition", 1, "n_per_condition"),
+        ("decay_warmup", 1.5, "decay_warmup"),
+    ],
 )
 def test_invalid_spec_fields(field, value, match):
     with pytest.raises(ValueError, match=match):
@@ -163,7 +177,11 @@ def test_backprop_matches_autograd(activation, loss):
         for p in model.parameters():
             p.add_(0.3 * torch.randn(p.shape, generator=gen, dtype=torch.float64))  # nonzero biases too
     out, _ = model(x.double())
-    expected_value = F.mse_loss(out, targets.double(), reduction="sum") if loss == "mse" else F.softplus(-targets * out).sum()
+    expected_value = (
+        F.mse_loss(out, targets.double(), reduction="sum")
+        if loss == "mse"
+        else F.softplus(-targets * out).sum()
+    )
     expected_value = expected_value / (x.shape[0] * spec.d)
     expected_value.backward()
     expected = [p.grad.clone() for p in model.parameters()]
@@ -188,7 +206,10 @@ def test_flat_adam_matches_torch_adam():
     spec = NetworkSpec(depth=2, width=16, input_dim=12)
     gen = torch.Generator().manual_seed(0)
     x, y = make_dataset(spec, make_embedding(spec, generator=gen), generator=gen)
-    ref, ours = MLP(spec, generator=torch.Generator().manual_seed(1)), MLP(spec, generator=torch.Generator().manual_seed(1))
+    ref, ours = (
+        MLP(spec, generator=torch.Generator().manual_seed(1)),
+        MLP(spec, generator=torch.Generator().manual_seed(1)),
+    )
     opt_ref = torch.optim.Adam(ref.parameters(), lr=1e-2, weight_decay=0.05)
     opt = FlatAdam(ours.parameters(), lr=1e-2)
     for _ in range(20):

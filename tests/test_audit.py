@@ -47,7 +47,9 @@ def test_producing_run_is_the_newest_finished_run_whose_hash_matches_the_file():
     assert tampered.run.run_id == "new"
     assert not audit.check_artifact(tampered, "results/a.json", "s-edited").ok
     only_failed = audit.index_outputs([failed])
-    assert audit.check_run(audit.producing_run("results/a.json", only_failed, "x")).detail.endswith("not FINISHED")
+    assert audit.check_run(audit.producing_run("results/a.json", only_failed, "x")).detail.endswith(
+        "not FINISHED"
+    )
     assert audit.producing_run("results/b.json", index, "x") is None
     assert not audit.check_run(None).ok
 
@@ -68,12 +70,18 @@ def write(path: Path, data: bytes) -> Path:
 
 def test_data_check_recomputes_the_data_hash_from_dvc_lock_and_the_files_on_disk(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # jobs run in the project directory and record relative paths
-    rel = [str(p.relative_to(tmp_path)) for p in (write(tmp_path / "data/x.npz", b"x"),
-                                                  write(tmp_path / "results/m.pt", b"m"))]
+    rel = [
+        str(p.relative_to(tmp_path))
+        for p in (write(tmp_path / "data/x.npz", b"x"), write(tmp_path / "results/m.pt", b"m"))
+    ]
     md5 = {r: hashing.md5_file(r) for r in rel}
-    tags = {"data_hash": provenance.data_hash([Path(r) for r in rel]),  # as jobs.py records it
-            "input.train.path": rel[0], "input.train.md5": md5[rel[0]],
-            "input.model.path": rel[1], "input.model.md5": md5[rel[1]]}
+    tags = {
+        "data_hash": provenance.data_hash([Path(r) for r in rel]),  # as jobs.py records it
+        "input.train.path": rel[0],
+        "input.train.md5": md5[rel[0]],
+        "input.model.path": rel[1],
+        "input.model.md5": md5[rel[1]],
+    }
     dvc = DvcRecord(dict(md5), ["data", "results"])
     assert audit.check_data(RunRecord("r", "FINISHED", 0, tags), dvc, tmp_path) == audit.OK
 
@@ -86,20 +94,33 @@ def test_data_check_recomputes_the_data_hash_from_dvc_lock_and_the_files_on_disk
     assert not verdict.ok and f"{rel[0]} changed on disk since dvc.lock" in verdict.detail
 
     unlocked = DvcRecord({}, ["data", "results"], {"data": "manifest abc.dir not in the DVC cache"})
-    assert "not in the DVC cache" in audit.check_data(RunRecord("r", "FINISHED", 0, tags), unlocked, tmp_path).detail
-    assert audit.check_data(RunRecord("r", "FINISHED", 0, {"data_hash": "none"}), dvc, tmp_path).detail.startswith("n/a")
+    assert (
+        "not in the DVC cache"
+        in audit.check_data(RunRecord("r", "FINISHED", 0, tags), unlocked, tmp_path).detail
+    )
+    assert audit.check_data(
+        RunRecord("r", "FINISHED", 0, {"data_hash": "none"}), dvc, tmp_path
+    ).detail.startswith("n/a")
 
 
 def test_config_check_verifies_the_record_and_names_the_keys_that_changed():
     config = {"train": {"steps": 20, "lr": 0.01}}
     config_json = hashing.canonical_json(config)
-    run_ = record("r", rule="train", config_json=config_json, config_hash=hashing.config_hash(config),
-                  output__model__path="results/m.pt")
+    run_ = record(
+        "r",
+        rule="train",
+        config_json=config_json,
+        config_hash=hashing.config_hash(config),
+        output__model__path="results/m.pt",
+    )
     producer = Producer(run_, "model", "results/m.pt")
     same = Resolution({}, {"results/m.pt": ("train", {"train": {"lr": 0.01, "steps": 20}})})
     assert audit.check_config(run_, producer, same) == audit.OK  # key order does not matter
     changed = Resolution({}, {"results/m.pt": ("train", {"train": {"steps": 30, "lr": 0.01}})})
-    assert audit.check_config(run_, producer, changed).detail == "config changed since run: train.steps: 20 -> 30"
+    assert (
+        audit.check_config(run_, producer, changed).detail
+        == "config changed since run: train.steps: 20 -> 30"
+    )
     assert "no job of the current config" in audit.check_config(run_, producer, Resolution({}, {})).detail
     forged = RunRecord("r", "FINISHED", 0, {**run_.tags, "config_json": config_json.replace("20", "25")})
     assert "does not hash to config_hash" in audit.check_config(forged, producer, same).detail
@@ -118,7 +139,9 @@ def test_the_report_is_listed_as_made_by_snakemake_and_checked_against_dvc_only(
 
 def test_cli_passes_every_configfile_and_the_root(monkeypatch):
     seen = {}
-    monkeypatch.setattr(audit, "main", lambda root, configfiles: seen.update(root=root, files=configfiles) or 1)
+    monkeypatch.setattr(
+        audit, "main", lambda root, configfiles: seen.update(root=root, files=configfiles) or 1
+    )
     assert cli.main(["audit", "--configfile", "a.yaml", "--configfile", "b.yaml", "--root", "proj"]) == 1
     assert seen == {"root": "proj", "files": ["a.yaml", "b.yaml"]}
     cli.main(["audit"])
@@ -147,8 +170,11 @@ def audit_of(root: Path) -> tuple[int, str, set[tuple[str, str]]]:
     out = io.StringIO()
     code = audit.main(root, [CONFIG], out=out)
     text = out.getvalue()
-    named = {(line.split()[1], line.split()[2].strip("[]:")) for line in text.splitlines()
-             if line.startswith("MISMATCH ")}
+    named = {
+        (line.split()[1], line.split()[2].strip("[]:"))
+        for line in text.splitlines()
+        if line.startswith("MISMATCH ")
+    }
     return code, text, named
 
 
@@ -168,11 +194,16 @@ def finished_runs(root: Path) -> list[RunRecord]:
     db = sqlite3.connect(root / "mlflow.db")
     tags: dict[str, dict[str, str]] = {}
     for run_id, key, value in db.execute(
-            "SELECT t.run_uuid, t.key, t.value FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid "
-            "WHERE r.status = 'FINISHED' AND r.lifecycle_stage = 'active'"):
+        "SELECT t.run_uuid, t.key, t.value FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid "
+        "WHERE r.status = 'FINISHED' AND r.lifecycle_stage = 'active'"
+    ):
         tags.setdefault(run_id, {})[key] = value
     db.close()
-    return [RunRecord(i, "FINISHED", 0, t) for i, t in sorted(tags.items()) if any(k.startswith("output.") for k in t)]
+    return [
+        RunRecord(i, "FINISHED", 0, t)
+        for i, t in sorted(tags.items())
+        if any(k.startswith("output.") for k in t)
+    ]
 
 
 def results_of(runs: list[RunRecord]) -> list[str]:
@@ -187,7 +218,9 @@ def readers_of(root: Path, path: str) -> list[RunRecord]:
 def test_clean_tree_passes_from_the_console_script(project, tmp_path):
     made = results_of(finished_runs(project))
     assert made, "the smoke run recorded no outputs"
-    result = run([str(BIN / "taskabs"), "audit", "--configfile", CONFIG, "--root", str(project)], tmp_path, check=False)
+    result = run(
+        [str(BIN / "taskabs"), "audit", "--configfile", CONFIG, "--root", str(project)], tmp_path, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     for path in made:
         assert path in result.stdout
@@ -264,8 +297,14 @@ def test_a_tampered_tracking_database_fails_the_check_of_each_forged_record(proj
         ("UPDATE runs SET status = 'FAILED' WHERE run_uuid = ?", (failed.run_id,)),
         ("UPDATE tags SET value = ? WHERE run_uuid = ? AND key = 'git_commit'", ("f" * 40, failed.run_id)),
         ("UPDATE tags SET value = value || ' ' WHERE run_uuid = ? AND key = 'config_json'", (forged.run_id,)),
-        ("UPDATE tags SET value = ? WHERE run_uuid = ? AND key = ?", ("0" * 64, forged.run_id, f"output.{name}.sha256")),
-        ("UPDATE tags SET value = ? WHERE run_uuid = ? AND key = ?", ("0" * 32, forged.run_id, f"input.{input_key}.md5")),
+        (
+            "UPDATE tags SET value = ? WHERE run_uuid = ? AND key = ?",
+            ("0" * 64, forged.run_id, f"output.{name}.sha256"),
+        ),
+        (
+            "UPDATE tags SET value = ? WHERE run_uuid = ? AND key = ?",
+            ("0" * 32, forged.run_id, f"input.{input_key}.md5"),
+        ),
     ]
     backup = project / "mlflow.db.bak"
     shutil.copy2(project / "mlflow.db", backup)

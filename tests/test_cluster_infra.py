@@ -31,7 +31,7 @@ from cluster_fixtures import (  # noqa: F401  (fixtures are used by name)
     tracking_server_launch,
 )
 
-SLURM_PROFILE = REPO_ROOT / "workflow" / "profiles" / "slurm"
+SLURM_PROFILE = REPO_ROOT / "profiles" / "slurm"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 GPU_RULES = ("train_sequence", "infer_sequence", "recompose_sequence")
 
@@ -39,8 +39,10 @@ GPU_RULES = ("train_sequence", "infer_sequence", "recompose_sequence")
 @pytest.fixture(scope="module", autouse=True)
 def _start_tracking_server_early(request):
     """Let the tracking server boot while the SLURM tests run (if any `cluster` test is selected)."""
-    if any(item.get_closest_marker("cluster") and getattr(item, "module", None) is request.module
-           for item in request.session.items):  # doctest items have no module
+    if any(
+        item.get_closest_marker("cluster") and getattr(item, "module", None) is request.module
+        for item in request.session.items
+    ):  # doctest items have no module
         request.getfixturevalue("tracking_server_launch")
 
 
@@ -75,7 +77,11 @@ def _dry_run_resources(workdir: Path, env: dict[str, str]) -> dict[str, dict[str
     (workdir / "Snakefile").write_text(PROFILE_SNAKEFILE)
     proc = subprocess.run(
         [*SNAKEMAKE, "--dry-run", "--workflow-profile", str(SLURM_PROFILE)],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=120,
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     resources, rule = {}, None
@@ -100,8 +106,13 @@ def test_profile_requests_gpus_only_for_the_model_rules(tmp_path):
 
 
 def test_profile_takes_site_settings_from_the_environment(tmp_path):
-    env = {**os.environ, "TASKABS_SLURM_PARTITION": "gpu-a100", "TASKABS_SLURM_ACCOUNT": "lab42",
-           "TASKABS_SLURM_GPUS": "0", "TASKABS_SLURM_CPUS": "2"}
+    env = {
+        **os.environ,
+        "TASKABS_SLURM_PARTITION": "gpu-a100",
+        "TASKABS_SLURM_ACCOUNT": "lab42",
+        "TASKABS_SLURM_GPUS": "0",
+        "TASKABS_SLURM_CPUS": "2",
+    }
     resources = _dry_run_resources(tmp_path, env)
     for rule in (*GPU_RULES, "other"):
         assert resources[rule]["slurm_partition"] == "gpu-a100"
@@ -113,10 +124,12 @@ def test_profile_takes_site_settings_from_the_environment(tmp_path):
 
 # --- `check`: a dead tracking server is reported quickly ---------------------------------------
 
+
 def _check(uri: str) -> tuple[subprocess.CompletedProcess, float]:
     start = time.monotonic()
-    proc = subprocess.run(["bash", str(TRACKING_SCRIPT), "check", uri],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["bash", str(TRACKING_SCRIPT), "check", uri], capture_output=True, text=True, timeout=60
+    )
     return proc, time.monotonic() - start
 
 
@@ -138,6 +151,7 @@ def test_check_fails_fast_when_the_server_hangs():
 
 
 # --- the guard against leaked daemons is not vacuous --------------------------------------------
+
 
 def test_leftover_check_finds_a_process_started_for_the_state_dir(tmp_path):
     child = subprocess.Popen(["sleep", "60"], env={**os.environ, TRACKING_MARK: str(tmp_path)})
@@ -165,12 +179,16 @@ def test_leftover_check_finds_an_unmarked_process_working_in_the_state_dir(tmp_p
 
 # --- the local SLURM cluster -------------------------------------------------------------------
 
+
 @pytest.mark.cluster
 def test_sbatch_wait_runs_a_job_and_reports_its_exit_code(local_slurm: LocalSlurm, tmp_path):  # noqa: F811
     out = tmp_path / "job.out"
     ok = subprocess.run(
         ["sbatch", "--parsable", "--wait", "-o", str(out), "--wrap", "echo job=$SLURM_JOB_ID"],
-        env=local_slurm.env(), capture_output=True, text=True, timeout=120,
+        env=local_slurm.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert ok.returncode == 0, ok.stderr
     job_id = ok.stdout.strip().split(";")[0]
@@ -178,7 +196,10 @@ def test_sbatch_wait_runs_a_job_and_reports_its_exit_code(local_slurm: LocalSlur
 
     failing = subprocess.run(
         ["sbatch", "--wait", "-o", "/dev/null", "--wrap", "exit 3"],
-        env=local_slurm.env(), capture_output=True, text=True, timeout=120,
+        env=local_slurm.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert failing.returncode != 0
 
@@ -198,8 +219,14 @@ rule infer_sequence:
 
 def _job_fields(cluster: LocalSlurm, job_id: str) -> dict[str, str]:
     """`scontrol show job` as a dict (finished jobs stay visible for MinJobAge)."""
-    proc = subprocess.run(["scontrol", "show", "job", "--oneliner", job_id], env=cluster.env(),
-                          capture_output=True, text=True, timeout=30, check=True)
+    proc = subprocess.run(
+        ["scontrol", "show", "job", "--oneliner", job_id],
+        env=cluster.env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     return dict(kv.split("=", 1) for kv in proc.stdout.split() if "=" in kv)
 
 
@@ -207,15 +234,21 @@ def _job_fields(cluster: LocalSlurm, job_id: str) -> dict[str, str]:
 def test_snakemake_runs_jobs_through_the_slurm_executor(local_slurm: LocalSlurm, tmp_path):  # noqa: F811
     (tmp_path / "Snakefile").write_text(WORKFLOW_SNAKEFILE)
     env = local_slurm.env(
-        TASKABS_SLURM_GPUS="0", TASKABS_SLURM_CPUS="1",  # no GPUs, 2 CPUs here
+        TASKABS_SLURM_GPUS="0",
+        TASKABS_SLURM_CPUS="1",  # no GPUs, 2 CPUs here
         # No accounting database here: squeue instead of sacct. Status checks come at 3, 16,
         # 39 s after submission (each miss adds 10 s); a job here takes 6-15 s (two Snakemake
         # start-ups: the job script and its inner srun step).
-        TASKABS_SLURM_STATUS_COMMAND="squeue", TASKABS_SLURM_FIRST_CHECK="3",
+        TASKABS_SLURM_STATUS_COMMAND="squeue",
+        TASKABS_SLURM_FIRST_CHECK="3",
     )
     proc = subprocess.run(
         [*SNAKEMAKE, "--workflow-profile", str(SLURM_PROFILE), "--jobs", "2"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     train_id = (tmp_path / "out" / "train.txt").read_text().strip()
@@ -223,12 +256,21 @@ def test_snakemake_runs_jobs_through_the_slurm_executor(local_slurm: LocalSlurm,
     assert train_id.isdigit() and infer_id.isdigit() and train_id != infer_id
     # Each ran as its own SLURM job with the memory, CPUs and time limit of the profile.
     train, infer = _job_fields(local_slurm, train_id), _job_fields(local_slurm, infer_id)
-    assert (train["JobState"], train["MinMemoryNode"], train["TimeLimit"]) == ("COMPLETED", "8000M", "02:00:00")
-    assert (infer["JobState"], infer["MinMemoryNode"], infer["TimeLimit"]) == ("COMPLETED", "4000M", "01:00:00")
+    assert (train["JobState"], train["MinMemoryNode"], train["TimeLimit"]) == (
+        "COMPLETED",
+        "8000M",
+        "02:00:00",
+    )
+    assert (infer["JobState"], infer["MinMemoryNode"], infer["TimeLimit"]) == (
+        "COMPLETED",
+        "4000M",
+        "01:00:00",
+    )
     assert train["NumCPUs"] == infer["NumCPUs"] == "1"
 
 
 # --- the tracking server -----------------------------------------------------------------------
+
 
 @pytest.mark.cluster
 def test_tracking_server_answers_check(tracking_server: TrackingServer):  # noqa: F811

@@ -55,14 +55,20 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 # No GPUs and no accounting database on the local cluster (docs/cluster.md). Status checks come
 # TASKABS_SLURM_FIRST_CHECK s after the last check that saw a job finish, and 10 s later after each
 # that saw none (a, 2a+10, 3a+30 s): with a=6 the checks at 6 and 22 s catch the 12-20 s jobs here.
-SLURM_SETTINGS = {"TASKABS_SLURM_GPUS": "0", "TASKABS_SLURM_CPUS": "1",
-                  "TASKABS_SLURM_STATUS_COMMAND": "squeue", "TASKABS_SLURM_FIRST_CHECK": "6"}
+SLURM_SETTINGS = {
+    "TASKABS_SLURM_GPUS": "0",
+    "TASKABS_SLURM_CPUS": "1",
+    "TASKABS_SLURM_STATUS_COMMAND": "squeue",
+    "TASKABS_SLURM_FIRST_CHECK": "6",
+}
 KEPT_EXPERIMENT = "sequence"
 OVERLAY = "config/cluster-test.yaml"
 CONFIGS = ["config/smoke.yaml", OVERLAY]
 CANCELLED_MODEL = "gbi_lstm"
 TRAIN_STEPS = 500  # training steps = config/smoke.yaml's train_length (500) / chunk (1, below)
-SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: [^)]*/slurm_logs/rule_(\w+)/")
+SUBMITTED = re.compile(
+    r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: [^)]*/slurm_logs/rule_(\w+)/"
+)
 # Fields that differ between any two runs: measured durations (cpu_seconds, ...) and the ids of
 # the MLflow runs behind a result (scorecard.csv's mlflow_runs).
 RUN_SPECIFIC = re.compile(r"seconds|mlflow_run")
@@ -101,8 +107,9 @@ _PROJECTS: list[Path] = []  # every copy this module runs in (checked for leftov
 
 def _new_project(root: Path) -> Path:
     project = copy_project(root)
-    (project / OVERLAY).write_text("# Written by tests/test_cluster_pipeline.py\n"
-                                   + yaml.safe_dump(overlay(project), sort_keys=False))
+    (project / OVERLAY).write_text(
+        "# Written by tests/test_cluster_pipeline.py\n" + yaml.safe_dump(overlay(project), sort_keys=False)
+    )
     _PROJECTS.append(project)
     return project
 
@@ -123,8 +130,14 @@ def _processes_in(roots: list[Path]) -> list[str]:
 
 def _slurm_jobs(cluster: LocalSlurm) -> set[str]:
     """Every job slurmctld knows, finished ones included (they stay for MinJobAge)."""
-    out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i"], env=cluster.env(),
-                         capture_output=True, text=True, timeout=30, check=True).stdout
+    out = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-o", "%i"],
+        env=cluster.env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     return set(out.split())
 
 
@@ -138,8 +151,9 @@ class Background:
     def __init__(self, cmd: list[str], cwd: Path, env: dict[str, str], log: Path):
         self.log = log
         self._file = log.open("w")
-        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self._file, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=self._file, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -175,8 +189,9 @@ def local_reference(tmp_path_factory) -> LocalReference:
     project = _new_project(tmp_path_factory.mktemp("local-project"))
     # One core: the SLURM runs are the critical path; this one has minutes to finish beside them.
     # (No rule here asks for more than one thread, so the results do not depend on it.)
-    run = Background(_snakemake("--cores", "1", profile="profiles/default"), project, tool_env(),
-                     project / "snakemake.log")
+    run = Background(
+        _snakemake("--cores", "1", profile="profiles/default"), project, tool_env(), project / "snakemake.log"
+    )
     yield LocalReference(project, run)
     run.stop()  # still running if a test failed early
 
@@ -210,13 +225,20 @@ def _free_loopback_port() -> int:
 
 
 def test_unreachable_tracking_server_stops_the_run_before_any_job_is_submitted(
-        local_slurm: LocalSlurm, tmp_path):  # noqa: F811
+    local_slurm: LocalSlurm, tmp_path
+):  # noqa: F811
     project = _new_project(tmp_path)
     uri = f"http://127.0.0.1:{_free_loopback_port()}"
     jobs_before = _slurm_jobs(local_slurm)
     started = time.monotonic()
-    result = subprocess.run(_snakemake(profile="profiles/slurm"), cwd=project,
-                            env=_slurm_env(local_slurm, uri), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        _snakemake(profile="profiles/slurm"),
+        cwd=project,
+        env=_slurm_env(local_slurm, uri),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     elapsed = time.monotonic() - started
     print(f"error after {elapsed:.1f} s")  # shown with -rP
     output = result.stdout + result.stderr
@@ -239,15 +261,20 @@ class SlurmRuns:
     submitted: dict[str, str]  # SLURM job id -> rule, over both runs
 
 
-def _cancel_training_when_checkpointed(run: Background, cluster: LocalSlurm, checkpoint: Path,
-                                       timeout: float = 900) -> str:
+def _cancel_training_when_checkpointed(
+    run: Background, cluster: LocalSlurm, checkpoint: Path, timeout: float = 900
+) -> str:
     """scancel the training job of CANCELLED_MODEL as soon as its first checkpoint exists."""
     deadline = time.monotonic() + timeout
-    pattern = re.compile(rf"submitted with SLURM jobid (\d+) \(log: [^)]*/rule_train_sequence/{CANCELLED_MODEL}_")
+    pattern = re.compile(
+        rf"submitted with SLURM jobid (\d+) \(log: [^)]*/rule_train_sequence/{CANCELLED_MODEL}_"
+    )
     job_id = None
     while time.monotonic() < deadline:
         if run.proc.poll() is not None:
-            raise AssertionError(f"the run ended before its training job was cancelled:\n{_tail(run.output())}")
+            raise AssertionError(
+                f"the run ended before its training job was cancelled:\n{_tail(run.output())}"
+            )
         if job_id is None and (m := pattern.search(run.output())):
             job_id = m.group(1)
         if job_id is not None and checkpoint.exists():
@@ -298,12 +325,18 @@ def _server_runs(tracking_server: TrackingServer):  # noqa: F811
     return client, client.search_runs([experiment.experiment_id], max_results=5000)
 
 
-def test_rerun_resumes_the_cancelled_job_from_its_checkpoint(slurm_runs: SlurmRuns,
-                                                             tracking_server: TrackingServer):  # noqa: F811
+def test_rerun_resumes_the_cancelled_job_from_its_checkpoint(
+    slurm_runs: SlurmRuns, tracking_server: TrackingServer
+):  # noqa: F811
     assert (slurm_runs.project / f"results/sequence/{CANCELLED_MODEL}/seed0/model.pt").is_file()
     _, runs = _server_runs(tracking_server)
-    train = [r for r in runs if r.data.tags.get("rule") == "train_sequence" and r.info.status == "FINISHED"
-             and json.loads(r.data.tags["wildcards"])["model"] == CANCELLED_MODEL]
+    train = [
+        r
+        for r in runs
+        if r.data.tags.get("rule") == "train_sequence"
+        and r.info.status == "FINISHED"
+        and json.loads(r.data.tags["wildcards"])["model"] == CANCELLED_MODEL
+    ]
     assert len(train) == 1
     assert train[0].data.metrics["resumed_from_step"] == slurm_runs.checkpoint_step > 0
     assert train[0].data.tags["slurm_job_id"] != slurm_runs.cancelled_job
@@ -330,9 +363,15 @@ def _without_run_specifics(tree):
 
 def result_differences(a: Path, b: Path) -> list[str]:
     """Files of data/ and results/ that differ between two runs, RUN_SPECIFIC fields aside."""
+
     def files(root: Path) -> set[str]:
-        return {str(p.relative_to(root)) for d in ("data", "results") if (root / d).is_dir()
-                for p in (root / d).rglob("*") if p.is_file()}
+        return {
+            str(p.relative_to(root))
+            for d in ("data", "results")
+            if (root / d).is_dir()
+            for p in (root / d).rglob("*")
+            if p.is_file()
+        }
 
     only = files(a) ^ files(b)
     problems = [f"only in one run: {sorted(only)}"] if only else []
@@ -359,12 +398,15 @@ def test_results_are_identical_to_a_local_run(slurm_runs: SlurmRuns, local_proje
 
 
 def test_every_job_is_a_run_on_the_server_tagged_with_its_slurm_job_id(
-        slurm_runs: SlurmRuns, tracking_server: TrackingServer, local_project: Path):  # noqa: F811
+    slurm_runs: SlurmRuns, tracking_server: TrackingServer, local_project: Path
+):  # noqa: F811
     import psycopg2
 
     _, runs = _server_runs(tracking_server)
     finished = [r for r in runs if r.info.status == "FINISHED" and r.data.tags.get("rule") != "pipeline"]
-    tagged = {r.data.tags["slurm_job_id"]: r.data.tags["rule"] for r in finished if "slurm_job_id" in r.data.tags}
+    tagged = {
+        r.data.tags["slurm_job_id"]: r.data.tags["rule"] for r in finished if "slurm_job_id" in r.data.tags
+    }
     # Every job that went through SLURM (all but the cancelled one) finished as the run of that job.
     expected = {job: rule for job, rule in slurm_runs.submitted.items() if job != slurm_runs.cancelled_job}
     assert tagged == expected
@@ -375,20 +417,28 @@ def test_every_job_is_a_run_on_the_server_tagged_with_its_slurm_job_id(
     from mlflow.tracking import MlflowClient
 
     local = MlflowClient(tracking_uri=f"sqlite:///{local_project}/mlflow.db")
-    local_runs = local.search_runs([local.get_experiment_by_name("task-abstraction").experiment_id],
-                                   "attributes.status = 'FINISHED'", max_results=5000)
+    local_runs = local.search_runs(
+        [local.get_experiment_by_name("task-abstraction").experiment_id],
+        "attributes.status = 'FINISHED'",
+        max_results=5000,
+    )
     names = sorted(r.info.run_name for r in local_runs if r.data.tags.get("rule") != "pipeline")
     assert sorted(r.info.run_name for r in finished) == names
     # Stored by the server in PostgreSQL; nothing in a local store of the project.
     with psycopg2.connect(tracking_server.backend_store_uri) as conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id "
-                    "WHERE e.name = 'task-abstraction'")
+        cur.execute(
+            "SELECT count(*) FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id "
+            "WHERE e.name = 'task-abstraction'"
+        )
         assert cur.fetchone()[0] == len(runs)
     conn.close()
     assert not (slurm_runs.project / "mlflow.db").exists() and not (slurm_runs.project / "mlruns").exists()
     # The scorecard traces each claim to runs on the server (taskabs.pipeline.tracking.runs_behind).
     scorecard = slurm_runs.project / "results/scorecard.csv"
     if scorecard.exists():
-        cited = {run for runs_of_claim in pl.read_csv(scorecard)["mlflow_runs"].drop_nulls()
-                 for run in runs_of_claim.split()}
+        cited = {
+            run
+            for runs_of_claim in pl.read_csv(scorecard)["mlflow_runs"].drop_nulls()
+            for run in runs_of_claim.split()
+        }
         assert cited and cited <= {r.info.run_id for r in finished}

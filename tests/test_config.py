@@ -1,7 +1,5 @@
 """The config schema documents every key, and bad configs stop before any job starts."""
 
-from pathlib import Path
-
 import pytest
 import yaml
 from snakemake.utils import validate
@@ -29,8 +27,10 @@ def test_shipped_configs_are_valid(name):
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     if name != "config.yaml":
         overlay = yaml.safe_load((ROOT / "config" / name).read_text())
-        config = {**config, **{k: ({**config.get(k, {}), **v} if isinstance(v, dict) else v)
-                               for k, v in overlay.items()}}
+        config = {
+            **config,
+            **{k: ({**config.get(k, {}), **v} if isinstance(v, dict) else v) for k, v in overlay.items()},
+        }
     validate(config, str(SCHEMA))
 
 

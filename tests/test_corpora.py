@@ -54,8 +54,13 @@ def sha(text: str) -> str:
 
 
 def spec_for(*globs: str, **extra) -> dict:
-    return {"globs": list(globs), "package": "taskabs-test-no-such-package",
-            "licence": "test", "origin": "test files", **extra}
+    return {
+        "globs": list(globs),
+        "package": "taskabs-test-no-such-package",
+        "licence": "test",
+        "origin": "test files",
+        **extra,
+    }
 
 
 # ------------------------------------------------------------------------ gathering
@@ -72,11 +77,13 @@ def test_gather_reads_plain_and_gzip_in_sorted_order(tmp_path):
 
 
 def test_normalisation_drops_controls_and_separators_keeps_tabs(tmp_path):
-    raw = ("\ufeffline one\r\nTab\there\x00\x1b[1m bold\x0c\x7f\x85\r\n%\n"
-           "second entry\n%  \n%%\nlast\n").encode("utf-8") + b"bad \xff byte\n"
+    raw = (
+        "\ufeffline one\r\nTab\there\x00\x1b[1m bold\x0c\x7f\x85\r\n%\nsecond entry\n%  \n%%\nlast\n"
+    ).encode("utf-8") + b"bad \xff byte\n"
     (tmp_path / "f").write_bytes(raw)
-    text, _ = gather_corpus("t", spec_for(str(tmp_path / "f"), separator_lines=["%"]),
-                            max_chars=10_000, min_chars=0)
+    text, _ = gather_corpus(
+        "t", spec_for(str(tmp_path / "f"), separator_lines=["%"]), max_chars=10_000, min_chars=0
+    )
     assert text == ("line one\nTab\there[1m bold\nsecond entry\n%%\nlast\nbad \ufffd byte\n\n")
     kept, _ = gather_corpus("t", spec_for(str(tmp_path / "f")), max_chars=10_000, min_chars=0)
     assert "\n%\n" in kept  # without separator_lines, "%" lines stay
@@ -117,8 +124,7 @@ def test_gather_is_deterministic_and_independent_of_creation_order(tmp_path):
 def test_cap_takes_whole_files_spread_evenly_and_is_exact(tmp_path):
     _many_files(tmp_path, 32, 1_000)
     max_chars = 4_000  # default per-file cap 4000 // 16 = 250 characters
-    text, prov = gather_corpus("t", spec_for(str(tmp_path / "*.txt")), max_chars=max_chars,
-                               min_chars=0)
+    text, prov = gather_corpus("t", spec_for(str(tmp_path / "*.txt")), max_chars=max_chars, min_chars=0)
     assert len(text) == prov["chars"] == max_chars
     assert prov["max_file_chars"] == 250
     used = {int(Path(f["path"]).stem[1:]): f["chars_used"] for f in prov["files"]}
@@ -140,11 +146,13 @@ def test_few_files_each_contribute_equally_when_cap_would_starve_the_corpus(tmp_
 
 def test_explicit_max_file_chars(tmp_path):
     _many_files(tmp_path, 8, 1_000)
-    _, prov = gather_corpus("t", spec_for(str(tmp_path / "*.txt")), max_chars=2_000, min_chars=0,
-                            max_file_chars=1_000)
+    _, prov = gather_corpus(
+        "t", spec_for(str(tmp_path / "*.txt")), max_chars=2_000, min_chars=0, max_file_chars=1_000
+    )
     assert [f["chars_used"] for f in prov["files"]] == [1_000, 1_000]
-    _, prov = gather_corpus("t", spec_for(str(tmp_path / "*.txt"), max_file_chars=500),
-                            max_chars=2_000, min_chars=0)
+    _, prov = gather_corpus(
+        "t", spec_for(str(tmp_path / "*.txt"), max_file_chars=500), max_chars=2_000, min_chars=0
+    )
     assert len(prov["files"]) == 4
 
 
@@ -202,8 +210,9 @@ def test_provenance_hashes_and_versions(tmp_path, monkeypatch):
 
     monkeypatch.setattr(corpora.subprocess, "run", no_dpkg)
     try:
-        _, prov = gather_corpus("t", spec_for(str(tmp_path / "*"), package=["base-files", "x"]),
-                                max_chars=12_000)
+        _, prov = gather_corpus(
+            "t", spec_for(str(tmp_path / "*"), package=["base-files", "x"]), max_chars=12_000
+        )
         assert prov["package_version"] == {"base-files": None, "x": None}
     finally:
         package_version.cache_clear()
@@ -211,8 +220,9 @@ def test_provenance_hashes_and_versions(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not HAVE_DPKG, reason="dpkg-query not available (not Debian)")
 def test_package_version_matches_dpkg():
-    expected = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "base-files"],
-                              capture_output=True, text=True).stdout
+    expected = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Version}", "base-files"], capture_output=True, text=True
+    ).stdout
     assert package_version("base-files") == expected != ""
 
 
@@ -275,7 +285,7 @@ def test_decode_rejects_out_of_range_ids():
 
 
 def test_vocab_json_round_trip():
-    vocab = CharVocab.build(["hello, wörld\n\t\"😀\\"])
+    vocab = CharVocab.build(['hello, wörld\n\t"😀\\'])
     data = json.loads(json.dumps(vocab.to_json()))
     back = CharVocab.from_json(data)
     assert back == vocab
@@ -330,14 +340,17 @@ def test_split_counts_sum_to_blocks_with_awkward_fractions():
     assert sum(counts.values()) == 7 and min(counts.values()) == 2
 
 
-@pytest.mark.parametrize(("kwargs", "pattern"), [
-    ({"fractions": {"train": 0.8, "test": 0.1}}, "sum to 1"),
-    ({"fractions": {"train": 1.1, "test": -0.1}}, "must be positive"),
-    ({"fractions": {"train": 1.0, "test": 0.0}}, "must be positive"),
-    ({"fractions": {}}, "empty"),
-    ({"fractions": FRACTIONS, "block": 40}, r"\['validation', 'test'\] get no block: only 2 blocks"),
-    ({"fractions": FRACTIONS, "block": 0}, "block must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"fractions": {"train": 0.8, "test": 0.1}}, "sum to 1"),
+        ({"fractions": {"train": 1.1, "test": -0.1}}, "must be positive"),
+        ({"fractions": {"train": 1.0, "test": 0.0}}, "must be positive"),
+        ({"fractions": {}}, "empty"),
+        ({"fractions": FRACTIONS, "block": 40}, r"\['validation', 'test'\] get no block: only 2 blocks"),
+        ({"fractions": FRACTIONS, "block": 0}, "block must be a positive integer"),
+    ],
+)
 def test_split_errors(kwargs, pattern):
     kwargs = {"block": 10, "seed": 0, **kwargs}
     with pytest.raises(ValueError, match=pattern):
@@ -370,8 +383,11 @@ def test_read_corpus_rejects_invalid_utf8(tmp_path):
 
 
 # --------------------------------------------------------------------------- BabyLM
-DOMAINS = {"aochildes": "*CHI: more juice .\n" * 800, "cbt": "The cat sat.\r\n" * 1_000,
-           "wikipedia": "".join(f"= Article {i} =\nText of article {i}.\n" for i in range(600))}
+DOMAINS = {
+    "aochildes": "*CHI: more juice .\n" * 800,
+    "cbt": "The cat sat.\r\n" * 1_000,
+    "wikipedia": "".join(f"= Article {i} =\nText of article {i}.\n" for i in range(600)),
+}
 
 
 @pytest.fixture
@@ -442,8 +458,11 @@ def test_babylm_corpora_cap_spreads_windows_over_the_file(babylm_zip):
 
 
 def test_babylm_corpora_errors(babylm_zip):
-    with pytest.raises(CorpusError, match=r"babylm_data\.zip: no member matches "
-                                          r"babylm_data/babylm_100M/\*\.train.*babylm_data/babylm_10M"):
+    with pytest.raises(
+        CorpusError,
+        match=r"babylm_data\.zip: no member matches "
+        r"babylm_data/babylm_100M/\*\.train.*babylm_data/babylm_10M",
+    ):
         babylm_corpora(babylm_zip, split_dir="babylm_data/babylm_100M", max_chars=1_000)
     with pytest.raises(CorpusError, match=r"\['qed'\].*available"):
         babylm_corpora(babylm_zip, max_chars=1_000, min_chars=0, domains=["cbt", "qed"])
@@ -457,6 +476,7 @@ def _missing_packages(spec: dict) -> list[str]:
     if HAVE_DPKG:
         return [p for p in packages if package_version(p) is None]
     import glob
+
     return packages if not all(glob.glob(g) for g in spec["globs"]) else []
 
 
@@ -465,11 +485,12 @@ def test_quick_default_corpora_on_this_machine(name):
     spec = QUICK_CORPORA[name]
     missing = _missing_packages(spec)
     if missing:
-        pytest.skip(f"corpus {name!r} needs the Debian package(s) {', '.join(missing)} "
-                    f"(make system-deps)")
+        pytest.skip(f"corpus {name!r} needs the Debian package(s) {', '.join(missing)} (make system-deps)")
     text, prov = gather_corpus(name, spec, max_chars=QUICK_MAX_CHARS)
-    print(f"{name}: {prov['chars']} chars from {len(prov['files'])} of "
-          f"{prov['files_matched']} files, sha256 {prov['sha256'][:12]}")
+    print(
+        f"{name}: {prov['chars']} chars from {len(prov['files'])} of "
+        f"{prov['files_matched']} files, sha256 {prov['sha256'][:12]}"
+    )
     assert prov["chars"] >= 100_000
     assert prov["chars"] == len(text) == QUICK_MAX_CHARS  # every quick corpus reaches the cap
     assert "\ufffd" not in text  # all UTF-8 clean

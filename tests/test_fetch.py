@@ -38,7 +38,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server API)
         self.server.requests.append(self.path)
         if self.path.startswith("/short/"):
-            body = (Path(self.directory) / self.path[len("/short/"):]).read_bytes()
+            body = (Path(self.directory) / self.path[len("/short/") :]).read_bytes()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -87,9 +87,9 @@ def test_sources_are_tried_in_order_until_one_matches(server, tmp_path):
     good.mkdir()
     (good / NAME).write_bytes(PUBLISHED)
     sources = [
-        {"kind": "url", "base_url": url + "/missing/"},          # 404
-        {"kind": "url", "urls": {NAME: (good / NAME).as_uri()}},   # file:// works
-        {"kind": "url", "base_url": url},                          # never reached
+        {"kind": "url", "base_url": url + "/missing/"},  # 404
+        {"kind": "url", "urls": {NAME: (good / NAME).as_uri()}},  # file:// works
+        {"kind": "url", "base_url": url},  # never reached
     ]
     path = fetch_file(NAME, SPEC, sources, tmp_path / "raw")
     assert path.read_bytes() == PUBLISHED
@@ -196,13 +196,13 @@ def test_package_loader_runs_once_per_dataset_and_failures_are_reported(tmp_path
         raise ImportError("No module named 'imaginary'")
 
     dataset = {
-        "files": {"images.gz": {"content_sha256": sha256_bytes(CONTENT)},
-                  "labels.gz": {"content_sha256": sha256_bytes(labels)}},
-        "sources": [{"kind": "package", "loader": "missing"},
-                    {"kind": "package", "loader": "fake"}],
+        "files": {
+            "images.gz": {"content_sha256": sha256_bytes(CONTENT)},
+            "labels.gz": {"content_sha256": sha256_bytes(labels)},
+        },
+        "sources": [{"kind": "package", "loader": "missing"}, {"kind": "package", "loader": "fake"}],
     }
-    paths = fetch_dataset(dataset, tmp_path / "raw",
-                          loaders={"fake": loader, "missing": missing_package})
+    paths = fetch_dataset(dataset, tmp_path / "raw", loaders={"fake": loader, "missing": missing_package})
     assert calls == [1]
     np.testing.assert_array_equal(read_idx(paths["labels.gz"]), [3, 1])
 

@@ -42,8 +42,9 @@ def _one_torch_thread():
 # ------------------------------------------------------------------ closed form and ODEs
 
 
-@pytest.mark.parametrize("s,d,a0", [(1.0, 1.0, 1e-3), (2.5, 0.4, 1e-5), (0.3, 2.0, 0.5),
-                                    (1.0, 1.0, 3.0)])  # last one: starts above s/d, decays
+@pytest.mark.parametrize(
+    "s,d,a0", [(1.0, 1.0, 1e-3), (2.5, 0.4, 1e-5), (0.3, 2.0, 0.5), (1.0, 1.0, 3.0)]
+)  # last one: starts above s/d, decays
 def test_closed_form_matches_numerical_integration(s, d, a0):
     t = np.linspace(0.0, 30.0, 301)
     numeric = integrate_single_pathway(t, s=s, d=d, a0=a0)[:, 0]
@@ -55,8 +56,7 @@ def test_closed_form_matches_numerical_integration(s, d, a0):
 def test_closed_form_without_signal_decays_as_the_ode_does():
     t = np.linspace(0.0, 10.0, 11)
     numeric = integrate_single_pathway(t, s=0.0, d=0.7, a0=0.2)[:, 0]
-    np.testing.assert_allclose(single_pathway_closed_form(t, s=0.0, d=0.7, a0=0.2), numeric,
-                               rtol=1e-6)
+    np.testing.assert_allclose(single_pathway_closed_form(t, s=0.0, d=0.7, a0=0.2), numeric, rtol=1e-6)
 
 
 def test_larger_singular_value_learns_first():
@@ -131,7 +131,7 @@ def test_race_most_shared_pathway_wins_with_fourth_root_balance():
     assert shared + separate == pytest.approx(4.0, rel=1e-5)
     assert shared > 0.95 * 4.0
     ratio = sol.strengths[0][-1, 1] / sol.strengths[0][-1, 0]
-    assert ratio == pytest.approx(p ** 0.25, rel=0.01) == race_balanced_ratio(1, 1 / 3)
+    assert ratio == pytest.approx(p**0.25, rel=0.01) == race_balanced_ratio(1, 1 / 3)
     assert race_speed(usage[0]) > race_speed(usage[1])
 
 
@@ -139,11 +139,14 @@ def test_race_most_shared_pathway_wins_with_fourth_root_balance():
 
 
 def _two_path_net(generator_seed=0):
-    cfg = GDLNConfig(nodes={"x": 3, "a": 4, "b": 2, "y": 2},
-                     edges={"xa": ("x", "a"), "ay": ("a", "y"), "xb": ("x", "b"), "by": ("b", "y")},
-                     inputs=("x",), outputs=("y",), init_std=0.5)
-    return GatedDeepLinearNetwork(cfg, generator=torch.Generator().manual_seed(generator_seed),
-                                  dtype=DT)
+    cfg = GDLNConfig(
+        nodes={"x": 3, "a": 4, "b": 2, "y": 2},
+        edges={"xa": ("x", "a"), "ay": ("a", "y"), "xb": ("x", "b"), "by": ("b", "y")},
+        inputs=("x",),
+        outputs=("y",),
+        init_std=0.5,
+    )
+    return GatedDeepLinearNetwork(cfg, generator=torch.Generator().manual_seed(generator_seed), dtype=DT)
 
 
 def test_two_paths_sum():
@@ -200,8 +203,13 @@ def test_per_example_gates_gradient_is_sum_over_gated_on_examples():
 
 
 def test_gated_off_output_node_has_no_loss():
-    cfg = GDLNConfig(nodes={"x": 2, "y1": 1, "y2": 1}, edges={"e1": ("x", "y1"), "e2": ("x", "y2")},
-                     inputs=("x",), outputs=("y1", "y2"), init_std=1.0)
+    cfg = GDLNConfig(
+        nodes={"x": 2, "y1": 1, "y2": 1},
+        edges={"e1": ("x", "y1"), "e2": ("x", "y2")},
+        inputs=("x",),
+        outputs=("y1", "y2"),
+        init_std=1.0,
+    )
     net = GatedDeepLinearNetwork(cfg, generator=torch.Generator().manual_seed(0), dtype=DT)
     x = torch.ones(2, 2, dtype=DT)
     targets = {"y1": torch.full((2, 1), 5.0, dtype=DT), "y2": torch.full((2, 1), -7.0, dtype=DT)}
@@ -216,9 +224,14 @@ def test_gated_off_output_node_has_no_loss():
 
 def test_cycle_is_rejected():
     with pytest.raises(ValueError, match="cycle"):
-        GatedDeepLinearNetwork(GDLNConfig(nodes={"x": 1, "a": 1, "b": 1},
-                                          edges={"1": ("x", "a"), "2": ("a", "b"), "3": ("b", "a")},
-                                          inputs=("x",), outputs=("b",)))
+        GatedDeepLinearNetwork(
+            GDLNConfig(
+                nodes={"x": 1, "a": 1, "b": 1},
+                edges={"1": ("x", "a"), "2": ("a", "b"), "3": ("b", "a")},
+                inputs=("x",),
+                outputs=("b",),
+            )
+        )
 
 
 def test_cyclic_routes_are_balanced():
@@ -231,12 +244,24 @@ def test_cyclic_routes_are_balanced():
 
 
 def _routing_gdln(m, n_hidden, d_in, d_out):
-    nodes = {**{f"in{i}": d_in for i in range(m)}, "h1": n_hidden, "h2": n_hidden,
-             **{f"out{j}": d_out for j in range(m)}}
-    edges = {**{f"enc{i}": (f"in{i}", "h1") for i in range(m)}, "mid": ("h1", "h2"),
-             **{f"dec{j}": ("h2", f"out{j}") for j in range(m)}}
-    cfg = GDLNConfig(nodes=nodes, edges=edges, inputs=tuple(f"in{i}" for i in range(m)),
-                     outputs=tuple(f"out{j}" for j in range(m)), init_std=0.0)
+    nodes = {
+        **{f"in{i}": d_in for i in range(m)},
+        "h1": n_hidden,
+        "h2": n_hidden,
+        **{f"out{j}": d_out for j in range(m)},
+    }
+    edges = {
+        **{f"enc{i}": (f"in{i}", "h1") for i in range(m)},
+        "mid": ("h1", "h2"),
+        **{f"dec{j}": ("h2", f"out{j}") for j in range(m)},
+    }
+    cfg = GDLNConfig(
+        nodes=nodes,
+        edges=edges,
+        inputs=tuple(f"in{i}" for i in range(m)),
+        outputs=tuple(f"out{j}" for j in range(m)),
+        init_std=0.0,
+    )
     return GatedDeepLinearNetwork(cfg, dtype=DT)
 
 
@@ -247,7 +272,7 @@ def _routing_batch(net, routes, x, y):
     gates = torch.zeros(n, len(net.node_names), dtype=DT)
     for r, (i, j) in enumerate(pairs):
         for v in (f"in{i}", "h1", "h2", f"out{j}"):
-            gates[r * x.shape[0]:(r + 1) * x.shape[0], net.node_index(v)] = 1.0
+            gates[r * x.shape[0] : (r + 1) * x.shape[0], net.node_index(v)] = 1.0
     xs, ys = x.repeat(len(pairs), 1), y.repeat(len(pairs), 1)
     return ({f"in{i}": xs for i in range(m)}, {f"out{j}": ys for j in range(m)}, gates)
 
@@ -258,8 +283,9 @@ def test_routing_network_is_the_gated_graph():
     x_np, y_np = ex.hierarchical_items()
     x, y = torch.tensor(x_np, dtype=DT), torch.tensor(y_np, dtype=DT)
     routes = cyclic_routes(m, 2)
-    fast = RoutingNetwork(RoutingConfig(m, 4, h, 7, init_gain=0.7),
-                          generator=torch.Generator().manual_seed(0), dtype=DT)
+    fast = RoutingNetwork(
+        RoutingConfig(m, 4, h, 7, init_gain=0.7), generator=torch.Generator().manual_seed(0), dtype=DT
+    )
     graph = _routing_gdln(m, h, 4, 7)
     with torch.no_grad():
         for i in range(m):
@@ -295,8 +321,7 @@ def test_reduced_routing_ode_tracks_simulated_gdln():
             net.weights[f"enc{i}"].copy_((r1 * b0) @ vt)
             net.weights[f"dec{i}"].copy_((u * b0) @ r2.T)
         net.weights["mid"].copy_((r2 * b0) @ r1.T)
-    inputs, targets, gates = _routing_batch(net, cyclic_routes(m, k),
-                                            torch.tensor(x_np), torch.tensor(y_np))
+    inputs, targets, gates = _routing_batch(net, cyclic_routes(m, k), torch.tensor(x_np), torch.tensor(y_np))
     steps = int(t_max / lr)
     checkpoints = {steps // 4, steps // 2, 3 * steps // 4, steps}
     t_rec, b_rec = [], []
@@ -305,8 +330,9 @@ def test_reduced_routing_ode_tracks_simulated_gdln():
             with torch.no_grad():
                 b1 = (net.weights["enc0"] @ vt.T).norm(dim=0).numpy()  # (A,)
                 b3 = (net.weights["dec1"].T @ u).norm(dim=0).numpy()
-                comp = torch.einsum("ca,ch,hk,kd,ad->a", u, net.weights["dec1"],
-                                    net.weights["mid"], net.weights["enc0"], vt).numpy()
+                comp = torch.einsum(
+                    "ca,ch,hk,kd,ad->a", u, net.weights["dec1"], net.weights["mid"], net.weights["enc0"], vt
+                ).numpy()
             t_rec.append(step * lr)
             b_rec.append((b1, comp / (b1 * b3), b3))
         if step == steps:
@@ -328,8 +354,7 @@ def test_permin_permout_domains_permute_pixels_and_labels():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(20, 16)).astype(float)
     labels = rng.integers(0, 10, size=20)
-    x, lab, pix, perm = ex.permin_permout_domains(images, labels, n_domains=3,
-                                                  rng=np.random.default_rng(1))
+    x, lab, pix, perm = ex.permin_permout_domains(images, labels, n_domains=3, rng=np.random.default_rng(1))
     assert x.shape == (3, 20, 16) and lab.shape == (3, 20)
     for i in range(3):
         np.testing.assert_allclose(x[i][:, np.argsort(pix[i])], x[0][:, np.argsort(pix[0])])

@@ -232,7 +232,7 @@ def test_coding_vectors_definition():
 def test_dichotomy_ps_matches_permutation_oracle(seed):
     rng = np.random.default_rng(seed)
     means = rng.normal(size=(8, 6))
-    for side in balanced_dichotomies(8)[:: 7]:
+    for side in balanced_dichotomies(8)[::7]:
         assert dichotomy_parallelism_score(means, side) == pytest.approx(bernardi_ref(means, side))
 
 
@@ -241,7 +241,9 @@ def test_dichotomy_ps_bounds_latent_ps_and_is_one_when_factorised():
     for k in range(3):
         side = latent_dichotomy(3, k)
         assert dichotomy_parallelism_score(means, side) >= parallelism_scores(means)[k] - 1e-12
-        assert dichotomy_parallelism_score(condition_means(*factorised(noise=0.0)), side) == pytest.approx(1.0)
+        assert dichotomy_parallelism_score(condition_means(*factorised(noise=0.0)), side) == pytest.approx(
+            1.0
+        )
 
 
 def test_dichotomy_ps_hand_computed():
@@ -250,7 +252,9 @@ def test_dichotomy_ps_hand_computed():
     means = np.array([[0.0, 0.0], [0.0, 2.0], [1.0, 0.0], [1.0, 2.0]])
     assert dichotomy_parallelism_score(means, np.array([True, True, False, False])) == pytest.approx(1.0)
     means[3] = [-1.0, 3.0]  # matched now (-1,0), (1,-1): -1/√2; crossed (1,-3), (-1,2): -7/√50
-    assert dichotomy_parallelism_score(means, np.array([True, True, False, False])) == pytest.approx(-1 / math.sqrt(2))
+    assert dichotomy_parallelism_score(means, np.array([True, True, False, False])) == pytest.approx(
+        -1 / math.sqrt(2)
+    )
 
 
 def test_dichotomy_ps_search_finds_exact_max_on_small_case():
@@ -281,7 +285,9 @@ def test_fit_logistic_matches_sklearn(n, units):
     coef, intercept = fit_logistic(x, t, w)
     for k in range(4):
         keep = w[:, k] > 0
-        ref = LogisticRegression(C=1.0, solver="liblinear", tol=1e-12, max_iter=10_000).fit(x[keep], t[keep, k])
+        ref = LogisticRegression(C=1.0, solver="liblinear", tol=1e-12, max_iter=10_000).fit(
+            x[keep], t[keep, k]
+        )
         np.testing.assert_allclose(coef[k], ref.coef_[0], atol=1e-5)
         assert intercept[k] == pytest.approx(ref.intercept_[0], abs=1e-5)
 
@@ -303,7 +309,9 @@ def test_ccgp_hand_computed_antiparallel_latent_is_zero():
 def test_ccgp_matches_sklearn_oracle(seed):
     x, y = generic(seed=seed)
     np.testing.assert_allclose(ccgp_scores(x, y), ccgp_ref(x, y))
-    np.testing.assert_allclose(ccgp_scores(x, y, decoder=lambda: LogisticRegression(solver="liblinear")), ccgp_ref(x, y))
+    np.testing.assert_allclose(
+        ccgp_scores(x, y, decoder=lambda: LogisticRegression(solver="liblinear")), ccgp_ref(x, y)
+    )
 
 
 def test_ccgp_splits_and_degenerate_rules():
@@ -351,7 +359,9 @@ def test_shattering_extremes():
     # A 3-d linear code of the cube: the parity y0*y1*y2 (and others) is not separable.
     x, y = factorised(d=3, units=3, noise=0.01)
     acc = shattering_accuracies(x, y, rng=rng)
-    parity = [i for i, s in enumerate(balanced_dichotomies(8)) if (np.prod(all_conditions(3), 1)[s] == -1).all()]
+    parity = [
+        i for i, s in enumerate(balanced_dichotomies(8)) if (np.prod(all_conditions(3), 1)[s] == -1).all()
+    ]
     assert acc[parity[0]] <= 0.75 and shattering_dimensionality(x, y, rng=rng) < 0.95
     assert shattering_dimensionality(x, y, rng=rng, threshold=0.99) < 1.0
 
@@ -406,7 +416,9 @@ def test_registry_covers_all_metrics():
     assert set(INVARIANCES) == set(METRICS)
 
 
-@pytest.mark.parametrize("name,transform", [(m, t) for m in sorted(INVARIANCES) for t in sorted(INVARIANCES[m])])
+@pytest.mark.parametrize(
+    "name,transform", [(m, t) for m in sorted(INVARIANCES) for t in sorted(INVARIANCES[m])]
+)
 def test_metric_invariance(name, transform):
     metric = METRICS[name]
     x, y = generic(seed=4)
@@ -419,7 +431,9 @@ def test_metric_invariance(name, transform):
 @pytest.mark.parametrize("name", sorted(METRICS))
 def test_metric_is_deterministic_given_rng(name):
     x, y = generic(seed=5)
-    assert METRICS[name](x, y, rng=np.random.default_rng(3)) == METRICS[name](x, y, rng=np.random.default_rng(3))
+    assert METRICS[name](x, y, rng=np.random.default_rng(3)) == METRICS[name](
+        x, y, rng=np.random.default_rng(3)
+    )
 
 
 # --------------------------------------------------------------------------- nulls
@@ -436,7 +450,9 @@ def test_random_geometry_keeps_norms_and_residuals():
     grand = means.mean(0)  # every condition keeps its distance to the original grand mean
     np.testing.assert_allclose(np.linalg.norm(new - grand, axis=1), np.linalg.norm(means - grand, axis=1))
     abstract = condition_means(*factorised(noise=0.2))
-    assert np.abs(parallelism_scores(random_geometry_means(abstract, rng=np.random.default_rng(1)))).max() < 0.5
+    assert (
+        np.abs(parallelism_scores(random_geometry_means(abstract, rng=np.random.default_rng(1)))).max() < 0.5
+    )
     xr = random_geometry(x, y, rng=np.random.default_rng(0))
     cond = condition_index(y)
     np.testing.assert_allclose(xr - condition_means(xr, y)[cond], x - means[cond], atol=1e-9)

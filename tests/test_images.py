@@ -22,8 +22,7 @@ from taskabs.data.images import (
 def _fake_mnist_dir(root, n_train=6, n_test=4):
     rng = np.random.default_rng(0)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz",
-                  rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
         write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", (np.arange(n) % 10).astype(np.uint8))
     return root
 
@@ -154,8 +153,9 @@ def test_noise_images_statistics():
 
 
 def test_save_arrays_round_trip(tmp_path):
-    path = save_arrays(tmp_path / "prepared.npz", {"x": np.ones((2, 28, 28), np.uint8),
-                                                   "y": np.array([1, 2])})
+    path = save_arrays(
+        tmp_path / "prepared.npz", {"x": np.ones((2, 28, 28), np.uint8), "y": np.array([1, 2])}
+    )
     with np.load(path) as data:
         assert data["x"].shape == (2, 28, 28) and data["y"].tolist() == [1, 2]
     assert [p.name for p in tmp_path.iterdir()] == ["prepared.npz"]

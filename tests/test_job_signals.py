@@ -44,8 +44,9 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         if proc.poll() is not None:
-            raise AssertionError(f"the job exited ({proc.returncode}) before its stage ran:\n"
-                                 f"{proc.stderr.read()}")
+            raise AssertionError(
+                f"the job exited ({proc.returncode}) before its stage ran:\n{proc.stderr.read()}"
+            )
         if time.monotonic() > deadline:
             proc.kill()
             raise AssertionError(f"the stage did not start within {timeout} s")
@@ -56,8 +57,14 @@ def test_sigterm_marks_the_run_failed_and_publishes_nothing(tmp_path):
     from mlflow.tracking import MlflowClient
 
     uri, ready = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "ready"
-    proc = subprocess.Popen([sys.executable, "-c", JOB_SCRIPT, uri, str(ready)], cwd=tmp_path,
-                            env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", JOB_SCRIPT, uri, str(ready)],
+        cwd=tmp_path,
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_for(ready, proc, timeout=300)
         os.kill(proc.pid, signal.SIGTERM)

@@ -40,8 +40,15 @@ def trained(tmp_path_factory) -> CorpusConditionedCharLSTM:
         z = torch.nn.functional.one_hot(torch.arange(32) // 16, 2).float()
         return net.loss_per_example(ids, z).mean(), {}
 
-    run_training(model, optimiser, step_loss, steps=150, checkpoint_path=tmp_path_factory.mktemp("lm") / "c.pt",
-                 checkpoint_every=1000, resolved_config={})
+    run_training(
+        model,
+        optimiser,
+        step_loss,
+        steps=150,
+        checkpoint_path=tmp_path_factory.mktemp("lm") / "c.pt",
+        checkpoint_every=1000,
+        resolved_config={},
+    )
     for p in model.parameters():
         p.requires_grad_(False)
     return model
@@ -113,7 +120,9 @@ def test_corpus_geometry_separates_a_factorised_code_from_a_random_one():
 
 def test_windows_refuse_a_split_shorter_than_the_window(tmp_path):
     np.savez(tmp_path / "c.npz", **{"test/tiny": np.arange(1, 9, dtype=np.uint8) % 4 + 1})
-    (tmp_path / "v.json").write_text(json.dumps({**CharVocab.build(["abcd"]).to_json(), "corpora": ["tiny"], "held_out": []}))
+    (tmp_path / "v.json").write_text(
+        json.dumps({**CharVocab.build(["abcd"]).to_json(), "corpora": ["tiny"], "held_out": []})
+    )
     data = language.Corpora(tmp_path / "c.npz", tmp_path / "v.json")
     assert data.windows("test", "tiny", 3, 4, np.random.default_rng(0)).shape == (3, 4)
     with pytest.raises(ValueError, match="corpus 'tiny' test split has 8 characters; windows need > 8"):
@@ -131,10 +140,22 @@ def test_gather_and_prepare_stages_on_small_files(tmp_path):
         folder.mkdir(parents=True)
         for i in range(3):
             (folder / f"{i}.txt").write_text("".join(rng.choice(list(alphabet), size=6000)))
-        specs[name] = {"globs": [str(folder / "*.txt")], "licence": "CC0-1.0", "origin": f"test corpus {name}"}
-    data = {"source": "debian", "corpora": ["abc", "xyz"], "held_out": ["held"], "custom_corpora": specs,
-            "max_chars": 12000, "min_count": 1, "block": 500, "seed": 0,
-            "fractions": {"train": 0.8, "validation": 0.1, "test": 0.1}}
+        specs[name] = {
+            "globs": [str(folder / "*.txt")],
+            "licence": "CC0-1.0",
+            "origin": f"test corpus {name}",
+        }
+    data = {
+        "source": "debian",
+        "corpora": ["abc", "xyz"],
+        "held_out": ["held"],
+        "custom_corpora": specs,
+        "max_chars": 12000,
+        "min_count": 1,
+        "block": 500,
+        "seed": 0,
+        "fractions": {"train": 0.8, "validation": 0.1, "test": 0.1},
+    }
     raw = tmp_path / "raw"
     language.gather(Job("gather_corpora", {}, {"raw": raw}, {"data": data}))
     manifest = json.loads((raw / "manifest.json").read_text())
@@ -148,6 +169,8 @@ def test_gather_and_prepare_stages_on_small_files(tmp_path):
     assert set(prepared.vocab.chars) == set("abcxyz \n")  # '#' occurs only in the held-out corpus
     assert metrics["unknown_rate_held"] > 0.1 and metrics["unknown_rate_abc"] == 0
     sizes = {part: len(prepared.ids(part, "abc")) for part in ("train", "validation", "test")}
-    assert sum(sizes.values()) == 12000 and sizes["train"] == 19 * 500  # 24 blocks: 19 train, 5 shared by validation and test
+    assert (
+        sum(sizes.values()) == 12000 and sizes["train"] == 19 * 500
+    )  # 24 blocks: 19 train, 5 shared by validation and test
     assert len(prepared.ids("adapt", "held")) + len(prepared.ids("evaluate", "held")) == 12000
     assert prepared.vocab.decode(prepared.ids("train", "abc")[:50]).strip("abc \n") == ""

@@ -57,7 +57,8 @@ def test_roc_curve_area_equals_auroc_and_curve_is_monotone(seed):
 def test_fpr_at_tpr_matches_threshold_scan(seed, target):
     scores, labels = _random_case(seed)
     assert ood.fpr_at_tpr(scores, labels, tpr=target) == pytest.approx(
-        slow_fpr_at_tpr(scores, labels, target))
+        slow_fpr_at_tpr(scores, labels, target)
+    )
 
 
 def test_fpr95_hand_cases():

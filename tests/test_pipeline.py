@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -16,23 +15,79 @@ from taskabs.hashing import sha256_file as file_sha256
 
 pytestmark = pytest.mark.slow
 
-FIGURES = ["sequence_learning_curves", "sequence_switch_accuracy", "sequence_gradient_vs_posterior",
-           "sequence_recomposition", "sequence_forgetting", "gdln_xor", "gdln_routing", "gdln_race", "gdln_zero_shot",
-           "images_accuracy", "images_roc", "images_calibration", "images_recomposition",
-           "geometry_by_architecture", "geometry_vs_p", "geometry_vs_step", "geometry_sequence",
-           "language_inference", "language_recomposition"]
-TABLES = ["sequence_summary", "sequence_recomposition", "sequence_learning_curves", "sequence_switch_accuracy",
-          "gdln_checks", "images_accuracy", "images_ood", "images_calibration", "images_recomposition",
-          "geometry_verdicts", "geometry_summary", "geometry_vs_p", "geometry_sequence",
-          "language_inference", "language_recomposition", "language_geometry", "language_corpora",
-          "language_learning_curves"]
-JOBS_PER_RUN = {"generate_sequences": 1, "train_sequence": 2, "infer_sequence": 2, "recompose_sequence": 2,
-                "evaluate_sequence": 2, "tabulate_sequence": 1, "plot_sequence": 1, "simulate_gdln": 4, "plot_gdln": 1, "scorecard": 1,
-                "fetch_images": 1, "prepare_images": 1, "train_image_generative": 1, "train_image_classifier": 1,
-                "infer_images": 1, "recompose_images": 1, "tabulate_images": 1, "plot_images": 1,
-                "sweep_geometry": 2, "sequence_geometry": 2, "tabulate_geometry": 1, "plot_geometry": 1,
-                "gather_corpora": 1, "prepare_corpora": 1, "train_language": 2, "infer_language": 1,
-                "recompose_language": 2, "language_geometry": 2, "tabulate_language": 1, "plot_language": 1}
+FIGURES = [
+    "sequence_learning_curves",
+    "sequence_switch_accuracy",
+    "sequence_gradient_vs_posterior",
+    "sequence_recomposition",
+    "sequence_forgetting",
+    "gdln_xor",
+    "gdln_routing",
+    "gdln_race",
+    "gdln_zero_shot",
+    "images_accuracy",
+    "images_roc",
+    "images_calibration",
+    "images_recomposition",
+    "geometry_by_architecture",
+    "geometry_vs_p",
+    "geometry_vs_step",
+    "geometry_sequence",
+    "language_inference",
+    "language_recomposition",
+]
+TABLES = [
+    "sequence_summary",
+    "sequence_recomposition",
+    "sequence_learning_curves",
+    "sequence_switch_accuracy",
+    "gdln_checks",
+    "images_accuracy",
+    "images_ood",
+    "images_calibration",
+    "images_recomposition",
+    "geometry_verdicts",
+    "geometry_summary",
+    "geometry_vs_p",
+    "geometry_sequence",
+    "language_inference",
+    "language_recomposition",
+    "language_geometry",
+    "language_corpora",
+    "language_learning_curves",
+]
+JOBS_PER_RUN = {
+    "generate_sequences": 1,
+    "train_sequence": 2,
+    "infer_sequence": 2,
+    "recompose_sequence": 2,
+    "evaluate_sequence": 2,
+    "tabulate_sequence": 1,
+    "plot_sequence": 1,
+    "simulate_gdln": 4,
+    "plot_gdln": 1,
+    "scorecard": 1,
+    "fetch_images": 1,
+    "prepare_images": 1,
+    "train_image_generative": 1,
+    "train_image_classifier": 1,
+    "infer_images": 1,
+    "recompose_images": 1,
+    "tabulate_images": 1,
+    "plot_images": 1,
+    "sweep_geometry": 2,
+    "sequence_geometry": 2,
+    "tabulate_geometry": 1,
+    "plot_geometry": 1,
+    "gather_corpora": 1,
+    "prepare_corpora": 1,
+    "train_language": 2,
+    "infer_language": 1,
+    "recompose_language": 2,
+    "language_geometry": 2,
+    "tabulate_language": 1,
+    "plot_language": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +118,20 @@ def test_smoke_dag_produces_every_table_and_figure(project):
     for name in TABLES:
         assert len(pl.read_csv(project / f"results/tables/{name}.csv")) > 0
     summary = pl.read_csv(project / "results/tables/sequence_summary.csv")
-    for metric in ("accuracy_one_step", "accuracy_iterative", "accuracy_exhaustive", "accuracy_exact_posterior",
-                   "corr_one_step_exact", "forgetting_mse_second_to_last", "shared_unit_ratio"):
+    for metric in (
+        "accuracy_one_step",
+        "accuracy_iterative",
+        "accuracy_exhaustive",
+        "accuracy_exact_posterior",
+        "corr_one_step_exact",
+        "forgetting_mse_second_to_last",
+        "shared_unit_ratio",
+    ):
         rows = summary.filter(pl.col("metric") == metric)
         assert sorted(rows["model"]) == ["gbi_lstm", "lstm"], metric
         assert all(math.isfinite(v) for v in rows["mean"]), metric
     # the Bayesian filter is near-perfect on this well-separated process: a check of the data path
-    exact = summary.filter((pl.col("metric") == "accuracy_exact_posterior"))["mean"]
+    exact = summary.filter(pl.col("metric") == "accuracy_exact_posterior")["mean"]
     assert exact.min() > 0.9
 
 
@@ -92,7 +154,9 @@ def test_every_job_is_an_mlflow_run_nested_under_its_invocation(project, runs):
     parents = [r for r in all_runs if r.data.tags.get("rule") == "pipeline"]
     assert sorted(r.info.status for r in parents) == ["FAILED", "FINISHED"]
     finished = next(r for r in parents if r.info.status == "FINISHED")
-    children = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId") in {p.info.run_id for p in parents}]
+    children = [
+        r for r in all_runs if r.data.tags.get("mlflow.parentRunId") in {p.info.run_id for p in parents}
+    ]
     # across both invocations every job finished exactly once; only the killed training jobs failed
     done, failed = {}, {}
     for r in children:
@@ -102,12 +166,16 @@ def test_every_job_is_an_mlflow_run_nested_under_its_invocation(project, runs):
     assert failed == {"train_sequence": 2}
     assert any(r.data.tags["mlflow.parentRunId"] == finished.info.run_id for r in children)
     children = [r for r in children if r.info.status == "FINISHED"]
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True
+    ).stdout.strip()
     for r in children:
         tags = r.data.tags
         assert r.info.status == "FINISHED"
         assert tags["git_commit"] == head and tags["git_dirty"] == "false"
-        assert len(tags["config_hash"]) == 64 and (len(tags["data_hash"]) == 32 or tags["data_hash"] == "none")
+        assert len(tags["config_hash"]) == 64 and (
+            len(tags["data_hash"]) == 32 or tags["data_hash"] == "none"
+        )
         assert tags["device"] == "cpu" and tags["host"] and tags["seed"] in ("0", "1", "2")
         assert json.loads(tags["wildcards"]) is not None
         assert r.data.params, "the job's resolved config is logged as params"
@@ -119,7 +187,9 @@ def test_every_job_is_an_mlflow_run_nested_under_its_invocation(project, runs):
 
 def test_killed_training_resumed_from_its_checkpoint(runs):
     client, all_runs = runs
-    train = [r for r in all_runs if r.data.tags.get("rule") == "train_sequence" and r.info.status == "FINISHED"]
+    train = [
+        r for r in all_runs if r.data.tags.get("rule") == "train_sequence" and r.info.status == "FINISHED"
+    ]
     assert len(train) == 2
     for r in train:
         assert r.data.metrics["resumed_from_step"] == 10
@@ -166,13 +236,32 @@ def test_an_upstream_change_reruns_everything_downstream_in_one_invocation(proje
     overlay = project / "config" / "longer.yaml"
     overlay.write_text("sequence: {data: {train_length: 600}}\n")
     try:
-        dry = run([str(BIN / "snakemake"), "-n", "--workflow-profile", "profiles/default",
-                   "--configfile", "config/smoke.yaml", "config/longer.yaml"], project)
+        dry = run(
+            [
+                str(BIN / "snakemake"),
+                "-n",
+                "--workflow-profile",
+                "profiles/default",
+                "--configfile",
+                "config/smoke.yaml",
+                "config/longer.yaml",
+            ],
+            project,
+        )
     finally:
         overlay.unlink()
     stats = (dry.stdout + dry.stderr).split("Job stats:")[1].split("total")[0]
-    for rule in ("generate_sequences", "train_sequence", "infer_sequence", "recompose_sequence",
-                 "evaluate_sequence", "sequence_geometry", "tabulate_sequence", "plot_sequence", "scorecard"):
+    for rule in (
+        "generate_sequences",
+        "train_sequence",
+        "infer_sequence",
+        "recompose_sequence",
+        "evaluate_sequence",
+        "sequence_geometry",
+        "tabulate_sequence",
+        "plot_sequence",
+        "scorecard",
+    ):
         assert rule in stats, (rule, stats)
     assert "train_language" not in stats and "simulate_gdln" not in stats  # only what depends on it
 
@@ -185,10 +274,22 @@ def test_audit_passes_on_the_whole_smoke_dag(project):
 
 
 def test_snakemake_killed_with_sigkill_reruns_without_manual_cleanup(project):
-    proc = subprocess.Popen([str(BIN / "snakemake"), "--workflow-profile", "profiles/default",
-                             "--configfile", "config/smoke.yaml", "--forcerun", "plot_sequence"],
-                            cwd=project, env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(BIN / "snakemake"),
+            "--workflow-profile",
+            "profiles/default",
+            "--configfile",
+            "config/smoke.yaml",
+            "--forcerun",
+            "plot_sequence",
+        ],
+        cwd=project,
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     locks = project / ".snakemake/locks"
     deadline = time.time() + 60
     while time.time() < deadline and not (locks.is_dir() and any(locks.iterdir())):
@@ -208,10 +309,25 @@ def test_mlflow_ui_serves_the_runs(project, runs):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ui = subprocess.Popen([str(BIN / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{project}/mlflow.db",
-                           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                          cwd=project, env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          start_new_session=True)
+    ui = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "ui",
+            "--backend-store-uri",
+            f"sqlite:///{project}/mlflow.db",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=project,
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.time() + 90
@@ -224,8 +340,13 @@ def test_mlflow_ui_serves_the_runs(project, runs):
                 time.sleep(0.5)
         client, all_runs = runs
         request = urllib.request.Request(
-            f"{base}/api/2.0/mlflow/runs/search", method="POST", headers={"Content-Type": "application/json"},
-            data=json.dumps({"experiment_ids": [all_runs[0].info.experiment_id], "max_results": 1000}).encode())
+            f"{base}/api/2.0/mlflow/runs/search",
+            method="POST",
+            headers={"Content-Type": "application/json"},
+            data=json.dumps(
+                {"experiment_ids": [all_runs[0].info.experiment_id], "max_results": 1000}
+            ).encode(),
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             served = json.load(response)["runs"]
         assert {r["info"]["run_id"] for r in served} == {r.info.run_id for r in all_runs}

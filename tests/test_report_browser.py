@@ -19,12 +19,24 @@ import pytest
 from conftest import copy_project, snakemake
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (`make system-deps` installs it as root)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="Debian's chromium is not installed (`make system-deps` installs it as root)"
+    ),
+]
 # As root in a container: no sandbox; and no background traffic (the network is closed, and
 # component updates, sync and field trials would only log errors).
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TARGET = "plot_gdln"  # a rule with figures and a table, and no training: the cheapest real report
 
 
@@ -45,8 +57,11 @@ def browser(tmp_path_factory):
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")),  # a fresh --user-data-dir
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1400, "height": 900})
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 900},
+        )
         yield context
         context.close()
 
@@ -56,7 +71,9 @@ def page(browser, report):
     """The report, loaded; ``page.problems`` collects console errors and uncaught exceptions."""
     page = browser.new_page()
     page.problems = []
-    page.on("console", lambda m: m.type == "error" and page.problems.append(f"console: {m.text} ({m.location})"))
+    page.on(
+        "console", lambda m: m.type == "error" and page.problems.append(f"console: {m.text} ({m.location})")
+    )
     page.on("pageerror", lambda error: page.problems.append(f"uncaught: {error}"))
     page.on("requestfailed", lambda r: page.problems.append(f"request failed: {r.url[:100]} {r.failure}"))
     page.goto(report[1].as_uri(), wait_until="load")
@@ -95,14 +112,20 @@ def test_the_report_loads_without_console_errors(page):
 
 def test_every_figure_renders_at_its_own_size(page, report, tmp_path):
     root, _ = report
-    listed = page.evaluate("() => Object.fromEntries(Object.entries(results).map(([p, r]) => [p, r.mime_type]))")
+    listed = page.evaluate(
+        "() => Object.fromEntries(Object.entries(results).map(([p, r]) => [p, r.mime_type]))"
+    )
     placed = page.evaluate("() => categories")  # {category: {subcategory: [paths]}}
     figures = {path for path, mime in listed.items() if mime.startswith("image/")}
     on_disk = {str(p.relative_to(root)) for p in (root / "results").rglob("*.png")}
     assert figures, "the report lists no figure"
     assert on_disk <= figures, f"figures made but missing from the report: {sorted(on_disk - figures)}"
-    where = {path: (category, subcategory) for category, subs in placed.items()
-             for subcategory, paths in subs.items() for path in paths}
+    where = {
+        path: (category, subcategory)
+        for category, subs in placed.items()
+        for subcategory, paths in subs.items()
+        for path in paths
+    }
     for path in sorted(figures):
         show(page, *where[path], path)
         name = Path(path).name

@@ -34,9 +34,12 @@ def brute_force_posterior(spec: SequenceSpec, x: np.ndarray) -> np.ndarray:
                     elapsed_last = t - sum(blocks[:-1])
                     if blocks[-1] != min(lengths, key=lambda d: (d < elapsed_last, d)):
                         continue  # count the unfinished last block once, by P(d >= elapsed)
-                    logp = (np.log(p_len) * (n_blocks - 1)
-                            + np.log(sum(p_len for d in lengths if d >= elapsed_last))
-                            - np.log(K) - np.log(K - 1) * (n_blocks - 1))
+                    logp = (
+                        np.log(p_len) * (n_blocks - 1)
+                        + np.log(sum(p_len for d in lengths if d >= elapsed_last))
+                        - np.log(K)
+                        - np.log(K - 1) * (n_blocks - 1)
+                    )
                     schedule = np.repeat(tasks, blocks)[:t]
                     logp += loglik[np.arange(t), schedule].sum()
                     joint[schedule[-1]] = np.logaddexp(joint[schedule[-1]], logp)
@@ -78,8 +81,14 @@ def test_window_posterior_is_normalised_and_prefers_the_true_task():
     assert (logp.argmax(1) == np.repeat([0, 1], 50)).all()
 
 
-@pytest.mark.parametrize("kwargs", [dict(means=((0.2,),)), dict(means=((0.2,), (0.8,)), sigma=0),
-                                    dict(means=((0.2,), (0.8,)), block_min=10, block_max=5)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(means=((0.2,),)),
+        dict(means=((0.2,), (0.8,)), sigma=0),
+        dict(means=((0.2,), (0.8,)), block_min=10, block_max=5),
+    ],
+)
 def test_invalid_spec_is_rejected(kwargs):
     with pytest.raises(ValueError):
         SequenceSpec(**kwargs)

@@ -18,7 +18,14 @@ def test_every_file_and_directory_gets_one_time_and_links_are_left_alone(tmp_pat
     (tmp_path / "results" / "link").symlink_to(outside)
     count = settle_times([tmp_path / "data", tmp_path / "results", tmp_path / "logs"], when=1000.0)
     assert count == 6  # data, data/raw, its timestamp, data/a.npz, results, results/model.pt
-    for path in ("data", "data/raw", "data/raw/.snakemake_timestamp", "data/a.npz", "results", "results/model.pt"):
+    for path in (
+        "data",
+        "data/raw",
+        "data/raw/.snakemake_timestamp",
+        "data/a.npz",
+        "results",
+        "results/model.pt",
+    ):
         assert os.stat(tmp_path / path).st_mtime == 1000.0, path
     assert os.stat(outside).st_mtime == 5  # the link's target is not under the settled paths
 

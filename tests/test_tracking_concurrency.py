@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from taskabs.pipeline import tracking  # first: it switches MLflow's telemetry off before mlflow is imported
 from cluster_fixtures import TrackingServer, tracking_server, tracking_server_launch  # noqa: F401
+from taskabs.pipeline import tracking  # first: it switches MLflow's telemetry off before mlflow is imported
 
 N_JOBS = 16
 CURVE_STEPS = 300  # per-step training loss, as a train job logs it
@@ -67,8 +67,13 @@ def _job(config: dict, seed: int, barrier, results) -> None:
     try:
         from taskabs.pipeline.jobs import Job, run_job
 
-        job = Job(rule=RULE, input={}, output={"metrics": Path(f"results/seed{seed}/metrics.json")},
-                  config={"lr": 0.003, "hidden": 16, "seed": seed}, wildcards={"seed": str(seed)})
+        job = Job(
+            rule=RULE,
+            input={},
+            output={"metrics": Path(f"results/seed{seed}/metrics.json")},
+            config={"lr": 0.003, "hidden": 16, "seed": seed},
+            wildcards={"seed": str(seed)},
+        )
         barrier.wait(timeout=120)
         started = time.perf_counter()
         run_job(job, _stage, config)
@@ -91,10 +96,11 @@ class ConcurrencyResult:
 
 def log_concurrently(uri: str, workdir: Path, *, n_jobs: int = N_JOBS) -> ConcurrencyResult:
     """Run ``n_jobs`` tracked jobs at once against ``uri`` (store created first, once)."""
-    import taskabs.pipeline.jobs  # noqa: F401  imported once here (torch, numpy), inherited by the forks
     import mlflow.store.tracking.rest_store  # noqa: F401
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
     import mlflow.tracking  # noqa: F401
+
+    import taskabs.pipeline.jobs  # noqa: F401  imported once here (torch, numpy), inherited by the forks
 
     experiment = f"concurrency-{uuid.uuid4().hex[:8]}"  # a store may hold earlier attempts
     config = {"tracking": {"uri": uri, "experiment": experiment}, "device": "cpu"}
@@ -176,8 +182,10 @@ def _assert_nothing_lost(result: ConcurrencyResult) -> None:
 @pytest.fixture(scope="module", autouse=True)
 def _start_tracking_server_early(request):
     """Boot the server (~20-40 s) while the SQLite test runs, if a server test is selected."""
-    if any(getattr(item, "module", None) is request.module and "tracking_server" in item.fixturenames
-           for item in request.session.items):  # doctest items have no module
+    if any(
+        getattr(item, "module", None) is request.module and "tracking_server" in item.fixturenames
+        for item in request.session.items
+    ):  # doctest items have no module
         request.getfixturevalue("tracking_server_launch")
 
 
@@ -195,8 +203,11 @@ def test_sixteen_jobs_lose_nothing_on_the_tracking_server(tracking_server: Track
     _assert_nothing_lost(result)
     # Recorded by the server in PostgreSQL, and the artifacts proxied into the server's store.
     with psycopg2.connect(tracking_server.backend_store_uri) as conn, conn.cursor() as cur:
-        cur.execute("SELECT run_uuid, count(*) FROM metrics WHERE run_uuid = ANY(%s) AND key = 'train_loss' "
-                    "GROUP BY run_uuid", (list(result.run_ids.values()),))
+        cur.execute(
+            "SELECT run_uuid, count(*) FROM metrics WHERE run_uuid = ANY(%s) AND key = 'train_loss' "
+            "GROUP BY run_uuid",
+            (list(result.run_ids.values()),),
+        )
         assert sorted(n for _, n in cur.fetchall()) == [CURVE_STEPS] * N_JOBS
     conn.close()
     stored = list((tracking_server.state_dir / "artifacts").rglob("metrics.json"))

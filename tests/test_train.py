@@ -32,8 +32,12 @@ def run_training(tmp_path, name, kill_at=None):
     env = {**os.environ, "CI": "true"}
     if kill_at:
         env[KILL_AT_STEP_ENV] = str(kill_at)
-    return subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / f"{name}.ckpt"), str(tmp_path / f"{name}.pt")],
-                          env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / f"{name}.ckpt"), str(tmp_path / f"{name}.pt")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_resume_after_kill_9_is_bit_identical(tmp_path):
@@ -56,6 +60,13 @@ def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     path = tmp_path / "ckpt.pt"
     torch.save({"step": 3, "config_hash": "something-else"}, path)
-    result = train(model, opt, lambda m, s: (m(torch.ones(1, 2)).pow(2).sum(), {}), steps=4,
-                   checkpoint_path=path, checkpoint_every=2, resolved_config={"lr": 0.1})
+    result = train(
+        model,
+        opt,
+        lambda m, s: (m(torch.ones(1, 2)).pow(2).sum(), {}),
+        steps=4,
+        checkpoint_path=path,
+        checkpoint_every=2,
+        resolved_config={"lr": 0.1},
+    )
     assert result.resumed_from == 0 and len(result.history["loss"]) == 4

@@ -83,8 +83,9 @@ def accuracy_at_coverage(confidences, correct, coverage: float) -> float:
     return float(acc[np.argmax(cov >= coverage - 1e-12)])
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, *,
-                    bounds: tuple[float, float] = (1e-3, 1e4)) -> float:
+def fit_temperature(
+    logits: np.ndarray, labels: np.ndarray, *, bounds: tuple[float, float] = (1e-3, 1e4)
+) -> float:
     """T minimising the mean NLL of ``labels`` under softmax(logits / T): (N, C), (N,) -> float.
 
     Searched on log T within ``bounds`` (bounded Brent); returns 1.0 if there are no examples.
@@ -96,8 +97,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, *,
     def nll(log_t):
         return -log_softmax(logits / np.exp(log_t), axis=1)[np.arange(labels.size), labels].mean()
 
-    found = minimize_scalar(nll, bounds=tuple(np.log(bounds)), method="bounded",
-                            options={"xatol": 1e-4})
+    found = minimize_scalar(nll, bounds=tuple(np.log(bounds)), method="bounded", options={"xatol": 1e-4})
     return float(np.exp(found.x))
 
 

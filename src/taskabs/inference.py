@@ -8,8 +8,8 @@ costs one forward and one backward pass, whatever C is.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

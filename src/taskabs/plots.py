@@ -15,7 +15,9 @@ LABELS = {"gbi_lstm": "GBI-LSTM", "lstm": "LSTM"}
 
 
 def figure(ncols: int = 1, *, width: float = 4.0, height: float = 3.2):
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        1, ncols, figsize=(width * ncols, height), squeeze=False, constrained_layout=True
+    )
     return fig, axes[0]
 
 

@@ -5,7 +5,6 @@ from taskabs.pipeline.stages import stage_module
 from taskabs.data.corpora import QUICK_CORPORA
 from taskabs.pipeline.provenance import git_state
 
-
 # The project's one software environment (used with --software-deployment-method conda).
 CONDA_ENV = "../../environment.yml"
 SEQUENCE_RUNS = "results/sequence/{model}/seed{seed}"
@@ -73,14 +72,20 @@ def check_language_config():
         known = set(QUICK_CORPORA) | set(data["custom_corpora"])
         unknown = [n for n in data["corpora"] + data["held_out"] if n not in known]
         if unknown:
-            raise ValueError(f"config keys language.data.corpora/held_out name unknown corpora {unknown}; "
-                             f"known: {sorted(known)} (define others under language.data.custom_corpora)")
+            raise ValueError(
+                f"config keys language.data.corpora/held_out name unknown corpora {unknown}; "
+                f"known: {sorted(known)} (define others under language.data.custom_corpora)"
+            )
     if set(data["corpora"]) & set(data["held_out"]):
-        raise ValueError("config keys language.data.corpora and held_out overlap: "
-                         f"{sorted(set(data['corpora']) & set(data['held_out']))}")
+        raise ValueError(
+            "config keys language.data.corpora and held_out overlap: "
+            f"{sorted(set(data['corpora']) & set(data['held_out']))}"
+        )
     if language["train"]["batch"] % len(data["corpora"]):
-        raise ValueError(f"config key language.train.batch ({language['train']['batch']}) must be a multiple "
-                         f"of the {len(data['corpora'])} training corpora (batches are balanced over them)")
+        raise ValueError(
+            f"config key language.train.batch ({language['train']['batch']}) must be a multiple "
+            f"of the {len(data['corpora'])} training corpora (batches are balanced over them)"
+        )
 
 
 check_language_config()
@@ -102,7 +107,11 @@ def geometry_cells():
     g = config["geometry"]
     return expand(
         "results/geometry/sweep/d{d}/{activation}/depth{depth}/width{width}/wd{weight_decay}.parquet",
-        d=g["d"], activation=g["activations"], depth=g["depths"], width=g["widths"], weight_decay=g["weight_decays"],
+        d=g["d"],
+        activation=g["activations"],
+        depth=g["depths"],
+        width=g["widths"],
+        weight_decay=g["weight_decays"],
     )
 
 
@@ -138,7 +147,9 @@ def scorecard_inputs():
         tables["sequence_recomposition"] = "results/tables/sequence_recomposition.csv"
     if config["images"]["enabled"]:
         cifar = config["images"]["data"]["in_distribution"] == "cifar100"  # answers another claim
-        tables["images_cifar100_accuracy" if cifar else "images_accuracy"] = "results/tables/images_accuracy.csv"
+        tables["images_cifar100_accuracy" if cifar else "images_accuracy"] = (
+            "results/tables/images_accuracy.csv"
+        )
         if config["images"]["data"]["ood"]:
             tables["images_ood"] = "results/tables/images_ood.csv"
     if config["geometry"]["enabled"]:

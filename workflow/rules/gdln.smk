@@ -7,18 +7,18 @@ rule simulate_gdln:
         rows="results/gdln/{experiment}/rows.parquet",
         arrays="results/gdln/{experiment}/arrays.npz",
         summary="results/gdln/{experiment}/summary.json",
-    params:
-        code=stage_code("simulate_gdln"),
-        config=lambda wc: config["gdln"],
-    wildcard_constraints:
-        experiment="xor|routing|race|zero_shot",
-    threads: 1
     log:
         "logs/simulate_gdln/{experiment}.log",
     benchmark:
         "logs/benchmarks/simulate_gdln/{experiment}.tsv"
+    wildcard_constraints:
+        experiment="xor|routing|race|zero_shot",
     conda:
         CONDA_ENV
+    threads: 1
+    params:
+        code=stage_code("simulate_gdln"),
+        config=lambda wc: config["gdln"],
     script:
         "../scripts/run_stage.py"
 
@@ -28,7 +28,11 @@ rule plot_gdln:
         **{
             f"{name}_{part}": f"results/gdln/{name}/{file}"
             for name in GDLN_EXPERIMENTS
-            for part, file in (("rows", "rows.parquet"), ("arrays", "arrays.npz"), ("summary", "summary.json"))
+            for part, file in (
+                ("rows", "rows.parquet"),
+                ("arrays", "arrays.npz"),
+                ("summary", "summary.json"),
+            )
         },
     output:
         checks=table("gdln_checks", "gdln"),
@@ -36,14 +40,14 @@ rule plot_gdln:
         routing=figure("gdln_routing", "gdln"),
         race=figure("gdln_race", "gdln"),
         zero_shot=figure("gdln_zero_shot", "gdln"),
-    localrule: True
-    params:
-        code=stage_code("plot_gdln"),
     log:
         "logs/plot_gdln.log",
     benchmark:
         "logs/benchmarks/plot_gdln.tsv"
+    localrule: True
     conda:
         CONDA_ENV
+    params:
+        code=stage_code("plot_gdln"),
     script:
         "../scripts/run_stage.py"

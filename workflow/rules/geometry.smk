@@ -6,21 +6,23 @@ rule sweep_geometry:
     """One cell of the abstraction sweep: MLPs on latent and random-hyperplane tasks, all seeds."""
     output:
         rows="results/geometry/sweep/d{d}/{activation}/depth{depth}/width{width}/wd{weight_decay}.parquet",
-    params:
-        code=stage_code("sweep_geometry"),
-        config=geometry_config("seeds", "random_tasks", "random_tasks_depths", "steps", "eval_steps", "network"),
+    log:
+        "logs/sweep_geometry/d{d}_{activation}_depth{depth}_width{width}_wd{weight_decay}.log",
+    benchmark:
+        "logs/benchmarks/sweep_geometry/d{d}_{activation}_depth{depth}_width{width}_wd{weight_decay}.tsv"
     wildcard_constraints:
         activation="relu|tanh|gelu|leaky_relu|sigmoid",
         d=r"\d+",
         depth=r"\d+",
         width=r"\d+",
-    threads: 1
-    log:
-        "logs/sweep_geometry/d{d}_{activation}_depth{depth}_width{width}_wd{weight_decay}.log",
-    benchmark:
-        "logs/benchmarks/sweep_geometry/d{d}_{activation}_depth{depth}_width{width}_wd{weight_decay}.tsv"
     conda:
         CONDA_ENV
+    threads: 1
+    params:
+        code=stage_code("sweep_geometry"),
+        config=geometry_config(
+            "seeds", "random_tasks", "random_tasks_depths", "steps", "eval_steps", "network"
+        ),
     script:
         "../scripts/run_stage.py"
 
@@ -32,16 +34,16 @@ rule sequence_geometry:
         test=rules.generate_sequences.output.test,
     output:
         metrics=f"{SEQUENCE_RUNS}/geometry.json",
-    params:
-        code=stage_code("sequence_geometry"),
-        config=geometry_config("sequence_null_draws", "sequence_null_decoding_draws"),
-    threads: 1
     log:
         "logs/sequence_geometry/{model}_seed{seed}.log",
     benchmark:
         "logs/benchmarks/sequence_geometry/{model}_seed{seed}.tsv"
     conda:
         CONDA_ENV
+    threads: 1
+    params:
+        code=stage_code("sequence_geometry"),
+        config=geometry_config("sequence_null_draws", "sequence_null_decoding_draws"),
     script:
         "../scripts/run_stage.py"
 
@@ -55,15 +57,15 @@ rule tabulate_geometry:
         summary=table("geometry_summary", "geometry"),
         vs_p="results/tables/geometry_vs_p.csv",
         sequence=table("geometry_sequence", "geometry"),
-    params:
-        code=stage_code("tabulate_geometry"),
-    localrule: True
     log:
         "logs/tabulate_geometry.log",
     benchmark:
         "logs/benchmarks/tabulate_geometry.tsv"
+    localrule: True
     conda:
         CONDA_ENV
+    params:
+        code=stage_code("tabulate_geometry"),
     script:
         "../scripts/run_stage.py"
 
@@ -79,14 +81,14 @@ rule plot_geometry:
         vs_p=figure("geometry_vs_p", "geometry"),
         vs_step=figure("geometry_vs_step", "geometry"),
         sequence=figure("geometry_sequence", "geometry"),
-    params:
-        code=stage_code("plot_geometry"),
-    localrule: True
     log:
         "logs/plot_geometry.log",
     benchmark:
         "logs/benchmarks/plot_geometry.tsv"
+    localrule: True
     conda:
         CONDA_ENV
+    params:
+        code=stage_code("plot_geometry"),
     script:
         "../scripts/run_stage.py"

@@ -6,15 +6,15 @@ rule fetch_images:
     """Raw image files from the configured sources, each checked against its pinned SHA-256."""
     output:
         raw=directory("data/raw/images"),
-    params:
-        code=stage_code("fetch_images"),
-        config=images_config("data"),
     log:
         "logs/fetch_images.log",
     benchmark:
         "logs/benchmarks/fetch_images.tsv"
     conda:
         CONDA_ENV
+    params:
+        code=stage_code("fetch_images"),
+        config=images_config("data"),
     script:
         "../scripts/run_stage.py"
 
@@ -27,15 +27,15 @@ rule prepare_images:
         train="data/prepared/images/train.npz",
         test="data/prepared/images/test.npz",
         ood="data/prepared/images/ood.npz",
-    params:
-        code=stage_code("prepare_images"),
-        config=images_config("data"),
     log:
         "logs/prepare_images.log",
     benchmark:
         "logs/benchmarks/prepare_images.tsv"
     conda:
         CONDA_ENV
+    params:
+        code=stage_code("prepare_images"),
+        config=images_config("data"),
     script:
         "../scripts/run_stage.py"
 
@@ -47,17 +47,17 @@ rule train_image_generative:
     output:
         model="results/images/generative/seed{seed}/model.pt",
         curve="results/images/generative/seed{seed}/learning_curve.csv",
-    params:
-        code=stage_code("train_image_generative"),
-        config=images_config("generative"),
-        checkpoint="checkpoints/images/generative/seed{seed}.pt",
-    threads: 1
     log:
         "logs/train_image_generative/seed{seed}.log",
     benchmark:
         "logs/benchmarks/train_image_generative/seed{seed}.tsv"
     conda:
         CONDA_ENV
+    threads: 1
+    params:
+        code=stage_code("train_image_generative"),
+        config=images_config("generative"),
+        checkpoint="checkpoints/images/generative/seed{seed}.pt",
     script:
         "../scripts/run_stage.py"
 
@@ -69,17 +69,17 @@ rule train_image_classifier:
     output:
         model="results/images/classifier/seed{seed}/model.pt",
         curve="results/images/classifier/seed{seed}/learning_curve.csv",
-    params:
-        code=stage_code("train_image_classifier"),
-        config=images_config("classifier"),
-        checkpoint="checkpoints/images/classifier/seed{seed}.pt",
-    threads: 1
     log:
         "logs/train_image_classifier/seed{seed}.log",
     benchmark:
         "logs/benchmarks/train_image_classifier/seed{seed}.tsv"
     conda:
         CONDA_ENV
+    threads: 1
+    params:
+        code=stage_code("train_image_classifier"),
+        config=images_config("classifier"),
+        checkpoint="checkpoints/images/classifier/seed{seed}.pt",
     script:
         "../scripts/run_stage.py"
 
@@ -94,16 +94,16 @@ rule infer_images:
     output:
         scores="results/images/seed{seed}/scores.parquet",
         metrics="results/images/seed{seed}/metrics.json",
-    params:
-        code=stage_code("infer_images"),
-        config=images_config("inference"),
-    threads: 1
     log:
         "logs/infer_images/seed{seed}.log",
     benchmark:
         "logs/benchmarks/infer_images/seed{seed}.tsv"
     conda:
         CONDA_ENV
+    threads: 1
+    params:
+        code=stage_code("infer_images"),
+        config=images_config("inference"),
     script:
         "../scripts/run_stage.py"
 
@@ -115,16 +115,16 @@ rule recompose_images:
         test=rules.prepare_images.output.test,
     output:
         table="results/images/seed{seed}/recomposition.csv",
-    params:
-        code=stage_code("recompose_images"),
-        config=images_config("recomposition"),
-    threads: 1
     log:
         "logs/recompose_images/seed{seed}.log",
     benchmark:
         "logs/benchmarks/recompose_images/seed{seed}.tsv"
     conda:
         CONDA_ENV
+    threads: 1
+    params:
+        code=stage_code("recompose_images"),
+        config=images_config("recomposition"),
     script:
         "../scripts/run_stage.py"
 
@@ -138,15 +138,15 @@ rule tabulate_images:
         ood=table("images_ood", "images"),
         calibration=table("images_calibration", "images"),
         recomposition="results/tables/images_recomposition.csv",
-    localrule: True
-    params:
-        code=stage_code("tabulate_images"),
     log:
         "logs/tabulate_images.log",
     benchmark:
         "logs/benchmarks/tabulate_images.tsv"
+    localrule: True
     conda:
         CONDA_ENV
+    params:
+        code=stage_code("tabulate_images"),
     script:
         "../scripts/run_stage.py"
 
@@ -163,15 +163,15 @@ rule plot_images:
         roc=figure("images_roc", "images"),
         calibration=figure("images_calibration", "images"),
         recomposition=figure("images_recomposition", "images"),
-    params:
-        code=stage_code("plot_images"),
-        config=images_config("inference"),
-    localrule: True
     log:
         "logs/plot_images.log",
     benchmark:
         "logs/benchmarks/plot_images.tsv"
+    localrule: True
     conda:
         CONDA_ENV
+    params:
+        code=stage_code("plot_images"),
+        config=images_config("inference"),
     script:
         "../scripts/run_stage.py"

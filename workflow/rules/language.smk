@@ -6,16 +6,16 @@ rule gather_corpora:
     """Text corpora (training and held out) from Debian packages or BabyLM, with origin and licence."""
     output:
         raw=directory("data/raw/language"),
-    params:
-        code=stage_code("gather_corpora"),
-        config=language_config("data"),
-        downloads="downloads/language",  # the BabyLM archive, outside DVC's data/
     log:
         "logs/gather_corpora.log",
     benchmark:
         "logs/benchmarks/gather_corpora.tsv"
     conda:
         CONDA_ENV
+    params:
+        code=stage_code("gather_corpora"),
+        config=language_config("data"),
+        downloads="downloads/language",  # the BabyLM archive, outside DVC's data/
     script:
         "../scripts/run_stage.py"
 
@@ -27,15 +27,15 @@ rule prepare_corpora:
     output:
         corpora="data/prepared/language/corpora.npz",
         vocab="data/prepared/language/vocab.json",
-    params:
-        code=stage_code("prepare_corpora"),
-        config=language_config("data"),
     log:
         "logs/prepare_corpora.log",
     benchmark:
         "logs/benchmarks/prepare_corpora.tsv"
     conda:
         CONDA_ENV
+    params:
+        code=stage_code("prepare_corpora"),
+        config=language_config("data"),
     script:
         "../scripts/run_stage.py"
 
@@ -48,22 +48,22 @@ rule train_language:
     output:
         model=f"{LANGUAGE_RUNS}/model.pt",
         curve=f"{LANGUAGE_RUNS}/learning_curve.csv",
-    params:
-        code=stage_code("train_language"),
-        config=language_config("model", "train", "evaluation"),
-        checkpoint="checkpoints/language/{model}/seed{seed}.pt",
-    wildcard_constraints:
-        model="|".join(config["language"]["models"]),
-        seed=r"\d+",
-    resources:
-        gpu=lambda wc: int(config["device"] in ("auto", "cuda")),
-    threads: 1
     log:
         "logs/train_language/{model}_seed{seed}.log",
     benchmark:
         "logs/benchmarks/train_language/{model}_seed{seed}.tsv"
+    wildcard_constraints:
+        model="|".join(config["language"]["models"]),
+        seed=r"\d+",
     conda:
         CONDA_ENV
+    threads: 1
+    resources:
+        gpu=lambda wc: int(config["device"] in ("auto", "cuda")),
+    params:
+        code=stage_code("train_language"),
+        config=language_config("model", "train", "evaluation"),
+        checkpoint="checkpoints/language/{model}/seed{seed}.pt",
     script:
         "../scripts/run_stage.py"
 
@@ -77,16 +77,16 @@ rule infer_language:
     output:
         table=f"{LANGUAGE_RUNS}/inference.parquet",
         metrics=f"{LANGUAGE_RUNS}/inference.json",
-    params:
-        code=stage_code("infer_language"),
-        config=language_config("inference"),
-    threads: 1
     log:
         "logs/infer_language/{model}_seed{seed}.log",
     benchmark:
         "logs/benchmarks/infer_language/{model}_seed{seed}.tsv"
     conda:
         CONDA_ENV
+    threads: 1
+    params:
+        code=stage_code("infer_language"),
+        config=language_config("inference"),
     script:
         "../scripts/run_stage.py"
 
@@ -99,16 +99,16 @@ rule recompose_language:
         vocab=rules.prepare_corpora.output.vocab,
     output:
         table=f"{LANGUAGE_RUNS}/recomposition.csv",
-    params:
-        code=stage_code("recompose_language"),
-        config=language_config("recomposition"),
-    threads: 1
     log:
         "logs/recompose_language/{model}_seed{seed}.log",
     benchmark:
         "logs/benchmarks/recompose_language/{model}_seed{seed}.tsv"
     conda:
         CONDA_ENV
+    threads: 1
+    params:
+        code=stage_code("recompose_language"),
+        config=language_config("recomposition"),
     script:
         "../scripts/run_stage.py"
 
@@ -121,16 +121,16 @@ rule language_geometry:
         vocab=rules.prepare_corpora.output.vocab,
     output:
         metrics=f"{LANGUAGE_RUNS}/geometry.json",
-    params:
-        code=stage_code("language_geometry"),
-        config=language_config("geometry"),
-    threads: 1
     log:
         "logs/language_geometry/{model}_seed{seed}.log",
     benchmark:
         "logs/benchmarks/language_geometry/{model}_seed{seed}.tsv"
     conda:
         CONDA_ENV
+    threads: 1
+    params:
+        code=stage_code("language_geometry"),
+        config=language_config("geometry"),
     script:
         "../scripts/run_stage.py"
 
@@ -146,15 +146,15 @@ rule tabulate_language:
         recomposition=table("language_recomposition", "language"),
         geometry=table("language_geometry", "language"),
         curves="results/tables/language_learning_curves.csv",
-    localrule: True
-    params:
-        code=stage_code("tabulate_language"),
     log:
         "logs/tabulate_language.log",
     benchmark:
         "logs/benchmarks/tabulate_language.tsv"
+    localrule: True
     conda:
         CONDA_ENV
+    params:
+        code=stage_code("tabulate_language"),
     script:
         "../scripts/run_stage.py"
 
@@ -169,14 +169,14 @@ rule plot_language:
         inference=figure("language_inference", "language"),
         recomposition=figure("language_recomposition", "language"),
         corpora=table("language_corpora", "language"),
-    localrule: True
-    params:
-        code=stage_code("plot_language"),
     log:
         "logs/plot_language.log",
     benchmark:
         "logs/benchmarks/plot_language.tsv"
+    localrule: True
     conda:
         CONDA_ENV
+    params:
+        code=stage_code("plot_language"),
     script:
         "../scripts/run_stage.py"

@@ -12,23 +12,23 @@ rule scorecard:
             category="0. Reproduction scorecard",
         ),
         metrics="results/scorecard.json",
-    params:
-        code=stage_code("scorecard"),
-        config={"tracking": config["tracking"]},
-    localrule: True
     log:
         "logs/scorecard.log",
     benchmark:
         "logs/benchmarks/scorecard.tsv"
+    localrule: True
     conda:
         CONDA_ENV
+    params:
+        code=stage_code("scorecard"),
+        config={"tracking": config["tracking"]},
     script:
         "../scripts/run_stage.py"
 
 
 rule data:
+    default_target: False
     """Every dataset of the enabled experiments (the target of the DVC `data` stage)."""
     input:
         data_targets(),
     localrule: True
-    default_target: False

@@ -7,15 +7,15 @@ rule generate_sequences:
         train="data/sequences/train.npz",
         test="data/sequences/test.npz",
         probes="data/sequences/probes.npz",
-    params:
-        code=stage_code("generate_sequences"),
-        config=sequence_config("data"),
     log:
         "logs/generate_sequences.log",
     benchmark:
         "logs/benchmarks/generate_sequences.tsv"
     conda:
         CONDA_ENV
+    params:
+        code=stage_code("generate_sequences"),
+        config=sequence_config("data"),
     script:
         "../scripts/run_stage.py"
 
@@ -26,21 +26,21 @@ rule train_sequence:
     output:
         model=f"{SEQUENCE_RUNS}/model.pt",
         curve=f"{SEQUENCE_RUNS}/learning_curve.csv",
-    params:
-        code=stage_code("train_sequence"),
-        config=sequence_config("data", "model", "train"),
-        checkpoint="checkpoints/sequence/{model}/seed{seed}.pt",
-    wildcard_constraints:
-        model="|".join(config["sequence"]["models"]),
-        seed=r"\d+",
-    resources:
-        gpu=lambda wc: int(config["device"] in ("auto", "cuda")),
     log:
         "logs/train_sequence/{model}_seed{seed}.log",
     benchmark:
         "logs/benchmarks/train_sequence/{model}_seed{seed}.tsv"
+    wildcard_constraints:
+        model="|".join(config["sequence"]["models"]),
+        seed=r"\d+",
     conda:
         CONDA_ENV
+    resources:
+        gpu=lambda wc: int(config["device"] in ("auto", "cuda")),
+    params:
+        code=stage_code("train_sequence"),
+        config=sequence_config("data", "model", "train"),
+        checkpoint="checkpoints/sequence/{model}/seed{seed}.pt",
     script:
         "../scripts/run_stage.py"
 
@@ -52,15 +52,15 @@ rule infer_sequence:
     output:
         table=f"{SEQUENCE_RUNS}/inference.parquet",
         metrics=f"{SEQUENCE_RUNS}/inference.json",
-    params:
-        code=stage_code("infer_sequence"),
-        config=sequence_config("inference"),
     log:
         "logs/infer_sequence/{model}_seed{seed}.log",
     benchmark:
         "logs/benchmarks/infer_sequence/{model}_seed{seed}.tsv"
     conda:
         CONDA_ENV
+    params:
+        code=stage_code("infer_sequence"),
+        config=sequence_config("inference"),
     script:
         "../scripts/run_stage.py"
 
@@ -71,15 +71,15 @@ rule recompose_sequence:
         probes=rules.generate_sequences.output.probes,
     output:
         table=f"{SEQUENCE_RUNS}/recomposition.csv",
-    params:
-        code=stage_code("recompose_sequence"),
-        config=sequence_config("recomposition"),
     log:
         "logs/recompose_sequence/{model}_seed{seed}.log",
     benchmark:
         "logs/benchmarks/recompose_sequence/{model}_seed{seed}.tsv"
     conda:
         CONDA_ENV
+    params:
+        code=stage_code("recompose_sequence"),
+        config=sequence_config("recomposition"),
     script:
         "../scripts/run_stage.py"
 
@@ -91,15 +91,15 @@ rule evaluate_sequence:
         probes=rules.generate_sequences.output.probes,
     output:
         metrics=f"{SEQUENCE_RUNS}/evaluation.json",
-    params:
-        code=stage_code("evaluate_sequence"),
-        config=sequence_config("evaluation"),
     log:
         "logs/evaluate_sequence/{model}_seed{seed}.log",
     benchmark:
         "logs/benchmarks/evaluate_sequence/{model}_seed{seed}.tsv"
     conda:
         CONDA_ENV
+    params:
+        code=stage_code("evaluate_sequence"),
+        config=sequence_config("evaluation"),
     script:
         "../scripts/run_stage.py"
 
@@ -116,15 +116,15 @@ rule tabulate_sequence:
         recomposition=table("sequence_recomposition", "sequence"),
         curves="results/tables/sequence_learning_curves.csv",
         switch="results/tables/sequence_switch_accuracy.csv",
-    localrule: True
-    params:
-        code=stage_code("tabulate_sequence"),
     log:
         "logs/tabulate_sequence.log",
     benchmark:
         "logs/benchmarks/tabulate_sequence.tsv"
+    localrule: True
     conda:
         CONDA_ENV
+    params:
+        code=stage_code("tabulate_sequence"),
     script:
         "../scripts/run_stage.py"
 
@@ -142,14 +142,14 @@ rule plot_sequence:
         gradient=figure("sequence_gradient_vs_posterior", "sequence"),
         recomposition=figure("sequence_recomposition", "sequence"),
         forgetting=figure("sequence_forgetting", "sequence"),
-    localrule: True
-    params:
-        code=stage_code("plot_sequence"),
     log:
         "logs/plot_sequence.log",
     benchmark:
         "logs/benchmarks/plot_sequence.tsv"
+    localrule: True
     conda:
         CONDA_ENV
+    params:
+        code=stage_code("plot_sequence"),
     script:
         "../scripts/run_stage.py"

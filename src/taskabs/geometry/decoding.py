@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import sklearn
@@ -263,7 +264,9 @@ def ccgp_scores(
     return out
 
 
-def ccgp(activity: np.ndarray, labels: np.ndarray, *, rng: np.random.Generator | None = None, **kwargs) -> float:
+def ccgp(
+    activity: np.ndarray, labels: np.ndarray, *, rng: np.random.Generator | None = None, **kwargs
+) -> float:
     """CCGP = mean_k CCGP_k (NaN latents ignored); options as in ``ccgp_scores``.
 
     >>> y = all_conditions(2).repeat(3, axis=0)                # 4 conditions x 3 samples

@@ -14,7 +14,8 @@ A metric is any ``metric(activity, labels, *, rng) -> float`` (see ``taskabs.geo
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 

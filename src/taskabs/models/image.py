@@ -52,20 +52,19 @@ __all__ = [
 
 @dataclass
 class ConditionalAutoencoderConfig:
-    n_classes: int = 10          # C: size of the task abstraction z
-    n_pixels: int = 28 * 28      # D: flattened image size
-    hidden: int = 256            # width of the encoder and decoder hidden layers
-    bottleneck: int = 8          # size of the image code h; small => decoder must use z
-    kl_weight: float = 2.0       # beta > 0: variational code h ~ N(mu, sigma^2), + beta*KL;
-                                 # 0: deterministic code (plain autoencoder)
-    loss: str = "bce"            # "bce" (Bernoulli NLL) or "mse"; both summed over pixels
+    n_classes: int = 10  # C: size of the task abstraction z
+    n_pixels: int = 28 * 28  # D: flattened image size
+    hidden: int = 256  # width of the encoder and decoder hidden layers
+    bottleneck: int = 8  # size of the image code h; small => decoder must use z
+    kl_weight: float = 2.0  # beta > 0: variational code h ~ N(mu, sigma^2), + beta*KL;
+    # 0: deterministic code (plain autoencoder)
+    loss: str = "bce"  # "bce" (Bernoulli NLL) or "mse"; both summed over pixels
 
 
 class ConditionalAutoencoder(nn.Module):
     """p(x | z): x -> encoder -> h (bottleneck); (h, z) -> decoder -> pixel logits."""
 
-    def __init__(self, config: ConditionalAutoencoderConfig, *,
-                 device: torch.device | str | None = None):
+    def __init__(self, config: ConditionalAutoencoderConfig, *, device: torch.device | str | None = None):
         super().__init__()
         if config.loss not in ("bce", "mse"):
             raise ValueError(f"loss must be 'bce' or 'mse', got {config.loss!r}")
@@ -74,11 +73,13 @@ class ConditionalAutoencoder(nn.Module):
         # a variational encoder also outputs log sigma^2, hence 2 * bottleneck numbers
         code_out = c.bottleneck * (2 if c.kl_weight > 0 else 1)
         self.encoder = nn.Sequential(
-            nn.Linear(c.n_pixels, c.hidden, device=device), nn.ReLU(),
+            nn.Linear(c.n_pixels, c.hidden, device=device),
+            nn.ReLU(),
             nn.Linear(c.hidden, code_out, device=device),
         )
         self.decoder = nn.Sequential(
-            nn.Linear(c.bottleneck + c.n_classes, c.hidden, device=device), nn.ReLU(),
+            nn.Linear(c.bottleneck + c.n_classes, c.hidden, device=device),
+            nn.ReLU(),
             nn.Linear(c.hidden, c.n_pixels, device=device),
         )
 
@@ -138,7 +139,7 @@ class ConditionalAutoencoder(nn.Module):
 class ClassifierConfig:
     n_classes: int = 10
     n_pixels: int = 28 * 28
-    hidden: int = 512            # 784*512 + 512*10 ~ 0.41 M parameters, as the autoencoder
+    hidden: int = 512  # 784*512 + 512*10 ~ 0.41 M parameters, as the autoencoder
 
 
 class MLPClassifier(nn.Module):
@@ -148,7 +149,8 @@ class MLPClassifier(nn.Module):
         super().__init__()
         self.config = config
         self.net = nn.Sequential(
-            nn.Linear(config.n_pixels, config.hidden, device=device), nn.ReLU(),
+            nn.Linear(config.n_pixels, config.hidden, device=device),
+            nn.ReLU(),
             nn.Linear(config.hidden, config.n_classes, device=device),
         )
 

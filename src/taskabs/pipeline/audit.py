@@ -30,12 +30,13 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, TextIO
+from typing import Any, TextIO
 
 from taskabs.hashing import canonical_json, config_hash, md5_file, sha256_file
-from taskabs.pipeline import provenance, tracking
+from taskabs.pipeline import tracking
 from taskabs.pipeline.tracking import flatten
 
 RESULTS_DIR = "results"
@@ -74,13 +75,19 @@ class RunRecord:
 
     def outputs(self) -> dict[str, str]:
         """{output name: path} from the ``output.<name>.path`` tags."""
-        return {key[len("output."):-len(".path")]: os.path.normpath(value)
-                for key, value in self.tags.items() if key.startswith("output.") and key.endswith(".path")}
+        return {
+            key[len("output.") : -len(".path")]: os.path.normpath(value)
+            for key, value in self.tags.items()
+            if key.startswith("output.") and key.endswith(".path")
+        }
 
     def inputs(self) -> dict[str, tuple[str, str]]:
         """{input key: (path, md5 the run read)} from the ``input.<name>[.<i>].path/.md5`` tags."""
-        return {key[len("input."):-len(".path")]: (path, self.tags.get(key[:-len(".path")] + ".md5", ""))
-                for key, path in self.tags.items() if key.startswith("input.") and key.endswith(".path")}
+        return {
+            key[len("input.") : -len(".path")]: (path, self.tags.get(key[: -len(".path")] + ".md5", ""))
+            for key, path in self.tags.items()
+            if key.startswith("input.") and key.endswith(".path")
+        }
 
 
 @dataclass(frozen=True)
@@ -121,8 +128,8 @@ def tracking_uri(config: dict, root: Path) -> str:
     """The tracking URI the jobs used, with a relative SQLite path made relative to ``root``."""
     uri = tracking.tracking_uri(config)
     prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-        return prefix + str((root / uri[len(prefix):]).resolve())
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        return prefix + str((root / uri[len(prefix) :]).resolve())
     return uri
 
 
@@ -130,8 +137,8 @@ def load_runs(uri: str, experiment: str) -> list[RunRecord]:
     """Every active run of the experiment (all pages)."""
     from mlflow.tracking import MlflowClient
 
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        raise FileNotFoundError(f"no tracking database at {uri[len('sqlite:///'):]}")
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        raise FileNotFoundError(f"no tracking database at {uri[len('sqlite:///') :]}")
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -139,7 +146,9 @@ def load_runs(uri: str, experiment: str) -> list[RunRecord]:
     runs, token = [], None
     while True:
         page = client.search_runs([found.experiment_id], max_results=1000, page_token=token)
-        runs += [RunRecord(r.info.run_id, r.info.status, r.info.start_time or 0, dict(r.data.tags)) for r in page]
+        runs += [
+            RunRecord(r.info.run_id, r.info.status, r.info.start_time or 0, dict(r.data.tags)) for r in page
+        ]
         token = page.token
         if not token:
             return runs
@@ -203,7 +212,9 @@ def dvc_records(root: Path) -> DvcRecord:
                     try:
                         tree = out.get_obj()
                     except Exception as error:  # dvc raises several types for a missing manifest
-                        problems[path] = f"manifest {out.hash_info.value} not in the DVC cache (dvc fetch): {error}"
+                        problems[path] = (
+                            f"manifest {out.hash_info.value} not in the DVC cache (dvc fetch): {error}"
+                        )
                         continue
                     for key, _meta, hash_info in tree:
                         md5[os.path.join(path, *key)] = hash_info.value
@@ -222,10 +233,15 @@ def resolve_jobs(root: Path, configfiles: Iterable[str], *, profile: str = PROFI
     done = subprocess.run(command, cwd=root, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith(_RESOLVED_MARK)]
     if done.returncode != 0 or len(lines) != 1:
-        raise RuntimeError(f"snakemake could not resolve the config (exit {done.returncode}):\n"
-                           f"{done.stderr[-3000:]}")
-    dumped = json.loads(lines[0][len(_RESOLVED_MARK):])
-    jobs = {os.path.normpath(path): (job["rule"], job["config"]) for job in dumped["jobs"] for path in job["output"]}
+        raise RuntimeError(
+            f"snakemake could not resolve the config (exit {done.returncode}):\n{done.stderr[-3000:]}"
+        )
+    dumped = json.loads(lines[0][len(_RESOLVED_MARK) :])
+    jobs = {
+        os.path.normpath(path): (job["rule"], job["config"])
+        for job in dumped["jobs"]
+        for path in job["output"]
+    }
     return Resolution(dumped["config"], jobs)
 
 
@@ -235,9 +251,15 @@ def _dump_dag(argv: list[str]) -> int:
     from snakemake.dag import DAG
 
     async def dump(dag, change_type, include_needrun=True):
-        jobs = [{"rule": job.rule.name, "output": [str(f) for f in job.output],
-                 "config": dict(job.params.items()).get("config", {})}
-                for job in dag.jobs if not job.is_group()]
+        jobs = [
+            {
+                "rule": job.rule.name,
+                "output": [str(f) for f in job.output],
+                "config": dict(job.params.items()).get("config", {}),
+            }
+            for job in dag.jobs
+            if not job.is_group()
+        ]
         print(_RESOLVED_MARK + canonical_json({"config": dag.workflow.config, "jobs": jobs}), flush=True)
         return []
 
@@ -274,7 +296,9 @@ class Git:
         changed = self._git("diff", "--name-only", commit, "--", *self.code_paths).stdout.split()
         if changed:
             more = f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
-            return Check(False, f"code changed since run (commit {commit[:10]}): {', '.join(changed[:3])}{more}")
+            return Check(
+                False, f"code changed since run (commit {commit[:10]}): {', '.join(changed[:3])}{more}"
+            )
         return OK
 
 
@@ -324,14 +348,17 @@ def check_data(run: RunRecord, dvc: DvcRecord, root: Path) -> Check:
         listing.append([path, recorded])
         on_disk = md5_file(root / where) if (root / where).is_file() else "missing"
         if on_disk != recorded:
-            problems.append(f"{where} changed on disk since {'dvc.lock' if out else 'the run'} "
-                            f"(md5 now {on_disk[:8]})")
+            problems.append(
+                f"{where} changed on disk since {'dvc.lock' if out else 'the run'} (md5 now {on_disk[:8]})"
+            )
     if problems:
         return Check(False, "; ".join(problems))
     expected = hashlib.md5(canonical_json(sorted(listing)).encode()).hexdigest()
     if run.tags.get("data_hash") != expected:
-        return Check(False, f"data_hash {run.tags.get('data_hash', '')[:8]} != hash of the recorded "
-                            f"inputs {expected[:8]}")
+        return Check(
+            False,
+            f"data_hash {run.tags.get('data_hash', '')[:8]} != hash of the recorded inputs {expected[:8]}",
+        )
     return OK
 
 
@@ -358,7 +385,9 @@ def check_config(run: RunRecord, producer: Producer, resolution: Resolution) -> 
         return Check(False, f"made by rule {run.tags.get('rule')}, the current workflow makes it with {rule}")
     if config_hash(config) != run.tags.get("config_hash"):
         try:
-            return Check(False, "config changed since run: " + config_difference(json.loads(recorded_json), config))
+            return Check(
+                False, "config changed since run: " + config_difference(json.loads(recorded_json), config)
+            )
         except ValueError:
             return Check(False, "config changed since run (the recorded config_json is not JSON)")
     return OK
@@ -371,7 +400,9 @@ def check_artifact(producer: Producer, path: str, sha256: str) -> Check:
             return not_applicable(f"inside directory output {producer.path}: no per-file hash recorded")
         return Check(False, f"run {producer.run.run_id[:8]} recorded no sha256 for it")
     if recorded != sha256:
-        return Check(False, f"sha256 on disk {sha256[:8]} != {recorded[:8]} recorded by run {producer.run.run_id[:8]}")
+        return Check(
+            False, f"sha256 on disk {sha256[:8]} != {recorded[:8]} recorded by run {producer.run.run_id[:8]}"
+        )
     return OK
 
 
@@ -408,7 +439,9 @@ def audit_file(path: str, root: Path, index, dvc: DvcRecord, resolution: Resolut
     producer = producing_run(path, index, sha256)
     if producer is None:  # the run check fails; the checks of the run's record cannot be made
         skipped = Check(True, "-")
-        return row | {"rule": "", "run_id": ""} | dict.fromkeys(CHECKS[:-1], skipped) | {"run": check_run(None)}
+        return (
+            row | {"rule": "", "run_id": ""} | dict.fromkeys(CHECKS[:-1], skipped) | {"run": check_run(None)}
+        )
     run = producer.run
     return row | {
         "rule": run.tags.get("rule", ""),
@@ -444,13 +477,17 @@ def table(rows: list[dict], *, width: int = 36):
     def cell(row: dict, column: str) -> str:  # full paths; verdicts cut short (the lines below say all)
         if column in CHECKS:
             detail = row[column].detail
-            return detail if len(detail) <= width else detail[:width - 1] + "…"
+            return detail if len(detail) <= width else detail[: width - 1] + "…"
         return row[column][:8] if column == "run_id" else row[column]
 
-    return pl.DataFrame([{c: cell(row, c) for c in columns} for row in rows], schema={c: pl.String for c in columns})
+    return pl.DataFrame(
+        [{c: cell(row, c) for c in columns} for row in rows], schema={c: pl.String for c in columns}
+    )
 
 
-def main(root: str | Path = ".", configfiles: Iterable[str] = DEFAULT_CONFIGFILES, *, out: TextIO | None = None) -> int:
+def main(
+    root: str | Path = ".", configfiles: Iterable[str] = DEFAULT_CONFIGFILES, *, out: TextIO | None = None
+) -> int:
     """Print the audit table and one line per mismatch; 0 if everything checks out, else 1."""
     import polars as pl
 
@@ -460,8 +497,14 @@ def main(root: str | Path = ".", configfiles: Iterable[str] = DEFAULT_CONFIGFILE
     except (RuntimeError, FileNotFoundError, LookupError) as error:
         print(f"audit: cannot read the records: {error}", file=out)
         return 2
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=1000, fmt_str_lengths=1000,
-                   tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+    with pl.Config(
+        tbl_rows=-1,
+        tbl_cols=-1,
+        tbl_width_chars=1000,
+        fmt_str_lengths=1000,
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+    ):
         print(table(rows), file=out)
     found = mismatches(rows)
     for path, check, detail in found:
@@ -469,7 +512,10 @@ def main(root: str | Path = ".", configfiles: Iterable[str] = DEFAULT_CONFIGFILE
     if not rows:
         print(f"audit: no files under {RESULTS_DIR}/", file=out)
     elif found:
-        print(f"audit: {len(found)} mismatch(es) in {len({f for f, _, _ in found})} of {len(rows)} files", file=out)
+        print(
+            f"audit: {len(found)} mismatch(es) in {len({f for f, _, _ in found})} of {len(rows)} files",
+            file=out,
+        )
     else:
         print(f"audit: all {len(rows)} files under {RESULTS_DIR}/ check out", file=out)
     return 1 if found else 0

@@ -18,8 +18,12 @@ def snakemake_running_here(root: Path) -> list[int]:
     for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
         try:
             cmd = " ".join(proc.info["cmdline"] or [])
-            if proc.info["pid"] != os.getpid() and "snakemake" in cmd and "--unlock" not in cmd \
-                    and Path(proc.info["cwd"] or "/").resolve() == root.resolve():
+            if (
+                proc.info["pid"] != os.getpid()
+                and "snakemake" in cmd
+                and "--unlock" not in cmd
+                and Path(proc.info["cwd"] or "/").resolve() == root.resolve()
+            ):
                 pids.append(proc.info["pid"])
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -66,7 +70,8 @@ def settle(args) -> int:
 
 def audit(args) -> int:
     """Check every result against its MLflow run, git, dvc.lock and the resolved config."""
-    from taskabs.pipeline.audit import DEFAULT_CONFIGFILES, main as run_audit
+    from taskabs.pipeline.audit import DEFAULT_CONFIGFILES
+    from taskabs.pipeline.audit import main as run_audit
 
     return run_audit(args.root, args.configfile or list(DEFAULT_CONFIGFILES))
 
@@ -77,15 +82,24 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("unlock-stale", help="clear the lock of a killed Snakemake run")
     p.add_argument("--directory", default=".")
     p.set_defaults(func=unlock_stale)
-    p = sub.add_parser("settle-times", help="one modification time for every file under the paths "
-                                           "(after dvc pull/checkout, so Snakemake re-runs nothing)")
+    p = sub.add_parser(
+        "settle-times",
+        help="one modification time for every file under the paths "
+        "(after dvc pull/checkout, so Snakemake re-runs nothing)",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.set_defaults(func=settle)
-    p = sub.add_parser("audit", help="trace every file in results/ to its run, code, data and config; "
-                                     "exit 1 naming each mismatch")
-    p.add_argument("--configfile", action="append", metavar="FILE",
-                   help="config file the results were made with, as given to snakemake, relative to --root "
-                        "(repeatable; default config/config.yaml)")
+    p = sub.add_parser(
+        "audit",
+        help="trace every file in results/ to its run, code, data and config; exit 1 naming each mismatch",
+    )
+    p.add_argument(
+        "--configfile",
+        action="append",
+        metavar="FILE",
+        help="config file the results were made with, as given to snakemake, relative to --root "
+        "(repeatable; default config/config.yaml)",
+    )
     p.add_argument("--root", default=".", help="the project directory (default: the current one)")
     p.set_defaults(func=audit)
     args = parser.parse_args(argv)

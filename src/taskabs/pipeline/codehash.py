@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 PACKAGE = "taskabs"
@@ -60,7 +60,7 @@ def _with_parents(module: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def reached_modules(module: str, source: Path = SOURCE) -> tuple[str, ...]:
     """Every ``taskabs`` module that importing ``module`` runs, sorted (``module`` included)."""
     seen: set[str] = set()

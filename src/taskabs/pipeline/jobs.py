@@ -17,10 +17,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -150,8 +151,10 @@ def _run_job(job: Job, stage: Callable[[Job], dict[str, float] | None], pipeline
             job.log_metric(key, value)
         job.log_metric("wall_seconds", time.perf_counter() - started)
         job.run.log_metrics(job._metrics)
-        job.run.set_tags({f"output.{k}.sha256": v for k, v in provenance.path_hash_rows(job.output).items()}
-                         | {f"output.{k}.path": str(p) for k, p in job.output.items()})
+        job.run.set_tags(
+            {f"output.{k}.sha256": v for k, v in provenance.path_hash_rows(job.output).items()}
+            | {f"output.{k}.path": str(p) for k, p in job.output.items()}
+        )
         for name, path in job.output.items():
             if Path(path).is_file() and Path(path).stat().st_size < 50 * 2**20:
                 job.run.log_artifact(str(path), artifact_path=name)
@@ -170,8 +173,10 @@ def files_of(named: dict[str, Path | list[Path]]) -> list[Path]:
 
 
 def _named(items) -> dict[str, Path | list[Path]]:
-    return {name: [Path(v) for v in value] if isinstance(value, list) else Path(value)
-            for name, value in items.items()}
+    return {
+        name: [Path(v) for v in value] if isinstance(value, list) else Path(value)
+        for name, value in items.items()
+    }
 
 
 def run_snakemake_job(smk) -> None:
@@ -184,8 +189,12 @@ def run_snakemake_job(smk) -> None:
     if log_path:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_path, mode="w"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        handlers=handlers, force=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        handlers=handlers,
+        force=True,
+    )
     params = dict(smk.params.items())
     job = Job(
         rule=smk.rule,

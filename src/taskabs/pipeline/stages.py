@@ -7,7 +7,7 @@ experiment module, not all of them (each costs about a second of CPU per job).
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 STAGES: dict[str, str] = {
     "generate_sequences": "taskabs.experiments.sequence.stages:generate",

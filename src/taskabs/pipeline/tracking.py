@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from taskabs.hashing import canonical_json
 
@@ -45,7 +46,9 @@ def retry(call: Callable[[], T], *, attempts: int = 8, first_wait: float = 0.2) 
         try:
             return call()
         except Exception as error:  # mlflow wraps sqlalchemy/requests errors in its own types
-            transient = any(word in str(error).lower() for word in ("locked", "busy", "timed out", "connection"))
+            transient = any(
+                word in str(error).lower() for word in ("locked", "busy", "timed out", "connection")
+            )
             if not transient or attempt == attempts - 1:
                 raise
             time.sleep(first_wait * 2**attempt)
@@ -154,8 +157,11 @@ class JobRun:
             batch_tags, tags = tags[:100], tags[100:]
             room = 1000 - len(batch_params) - len(batch_tags)
             batch_metrics, metrics = metrics[:room], metrics[room:]
-            retry(lambda: self.client.log_batch(self.run_id, metrics=batch_metrics, params=batch_params,
-                                                tags=batch_tags))
+            retry(
+                lambda: self.client.log_batch(
+                    self.run_id, metrics=batch_metrics, params=batch_params, tags=batch_tags
+                )
+            )
         self._params, self._tags, self._metrics = {}, {}, []
 
     def finish(self, status: str) -> None:
@@ -170,8 +176,12 @@ def runs_by_output(config: dict) -> dict[str, Any]:
     if experiment is None:
         return {}
     index: dict[str, Any] = {}
-    for run in client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'",
-                                  max_results=50000, order_by=["attributes.start_time ASC"]):
+    for run in client.search_runs(
+        [experiment.experiment_id],
+        "attributes.status = 'FINISHED'",
+        max_results=50000,
+        order_by=["attributes.start_time ASC"],
+    ):
         for key, value in run.data.tags.items():
             if key.startswith("output.") and key.endswith(".path"):
                 index[value] = run  # later runs overwrite earlier ones

@@ -84,12 +84,39 @@ SCALES: dict[str, dict[str, dict]] = {
         "paper": dict(n_hidden=128, init_std=2e-4, lr=0.005, t_max=40.0),
     },
     "routing": {
-        "smoke": dict(n_domains=3, k=2, n_hidden=8, b0=0.2, lr=0.02, t_max=30.0,
-                      random_init_gain=0.2, random_init_lr=0.05, random_init_t_max=30.0),
-        "quick": dict(n_domains=7, k=4, n_hidden=64, b0=0.1, lr=0.01, t_max=80.0,
-                      random_init_gain=0.2, random_init_lr=0.02, random_init_t_max=60.0),
-        "paper": dict(n_domains=7, k=4, n_hidden=64, b0=0.1, lr=0.002, t_max=80.0,
-                      random_init_gain=0.2, random_init_lr=0.02, random_init_t_max=60.0),
+        "smoke": dict(
+            n_domains=3,
+            k=2,
+            n_hidden=8,
+            b0=0.2,
+            lr=0.02,
+            t_max=30.0,
+            random_init_gain=0.2,
+            random_init_lr=0.05,
+            random_init_t_max=30.0,
+        ),
+        "quick": dict(
+            n_domains=7,
+            k=4,
+            n_hidden=64,
+            b0=0.1,
+            lr=0.01,
+            t_max=80.0,
+            random_init_gain=0.2,
+            random_init_lr=0.02,
+            random_init_t_max=60.0,
+        ),
+        "paper": dict(
+            n_domains=7,
+            k=4,
+            n_hidden=64,
+            b0=0.1,
+            lr=0.002,
+            t_max=80.0,
+            random_init_gain=0.2,
+            random_init_lr=0.02,
+            random_init_t_max=60.0,
+        ),
     },
     "race": {
         "smoke": dict(n_domains=2, n_hidden=6, n_hidden_separate=4, b0=0.2, lr=0.05, t_max=25.0),
@@ -97,16 +124,48 @@ SCALES: dict[str, dict[str, dict]] = {
         "paper": dict(n_domains=3, n_hidden=32, n_hidden_separate=8, b0=0.1, lr=0.005, t_max=60.0),
     },
     "zero_shot": {
-        "smoke": dict(n_domains=3, k_values=(1, 2), gains=(0.1, 10.0), gain_sweep_k=2,
-                      n_hidden=16, pool=4, n_train=300, n_test=100, n_steps=40, batch=32,
-                      lr=0.05, eval_every=20),
-        "quick": dict(n_domains=10, k_values=(1, 2, 3, 4, 6), gains=(0.1, 1.0, 10.0),
-                      gain_sweep_k=4, n_hidden=128, pool=2, n_train=4000, n_test=1000,
-                      n_steps=800, batch=128, lr=0.05, eval_every=100),
-        "paper": dict(n_domains=10, k_values=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
-                      gains=(0.1, 1.0, 10.0), gain_sweep_k=4, n_hidden=128, pool=1,
-                      n_train=4000, n_test=1000, n_steps=4000, batch=128, lr=0.05,
-                      eval_every=250),
+        "smoke": dict(
+            n_domains=3,
+            k_values=(1, 2),
+            gains=(0.1, 10.0),
+            gain_sweep_k=2,
+            n_hidden=16,
+            pool=4,
+            n_train=300,
+            n_test=100,
+            n_steps=40,
+            batch=32,
+            lr=0.05,
+            eval_every=20,
+        ),
+        "quick": dict(
+            n_domains=10,
+            k_values=(1, 2, 3, 4, 6),
+            gains=(0.1, 1.0, 10.0),
+            gain_sweep_k=4,
+            n_hidden=128,
+            pool=2,
+            n_train=4000,
+            n_test=1000,
+            n_steps=800,
+            batch=128,
+            lr=0.05,
+            eval_every=100,
+        ),
+        "paper": dict(
+            n_domains=10,
+            k_values=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
+            gains=(0.1, 1.0, 10.0),
+            gain_sweep_k=4,
+            n_hidden=128,
+            pool=1,
+            n_train=4000,
+            n_test=1000,
+            n_steps=4000,
+            batch=128,
+            lr=0.05,
+            eval_every=250,
+        ),
     },
 }
 
@@ -155,15 +214,26 @@ def hierarchical_items() -> tuple[np.ndarray, np.ndarray]:
     Features: one shared by all items (6), one per branch of two items (4), one per item (3), as in
     the authors' toy routing notebook. Singular values of Σyx are 3.40, 1.60, 0.75, 0.75; Σx = I/4.
     """
-    y = np.concatenate([6.0 * np.ones((4, 1)),
-                        4.0 * np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=float),
-                        3.0 * np.eye(4)], axis=1)
+    y = np.concatenate(
+        [
+            6.0 * np.ones((4, 1)),
+            4.0 * np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=float),
+            3.0 * np.eye(4),
+        ],
+        axis=1,
+    )
     return np.eye(4), y
 
 
 def permin_permout_domains(
-    images: np.ndarray, labels: np.ndarray, *, n_domains: int, rng: np.random.Generator,
-    pool: int = 1, n_classes: int = 10, standardise_on: np.ndarray | None = None,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_domains: int,
+    rng: np.random.Generator,
+    pool: int = 1,
+    n_classes: int = 10,
+    standardise_on: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """MNIST-PermIn-PermOut: M pixel permutations (input domains) × M label permutations (outputs).
 
@@ -222,8 +292,7 @@ def load_mnist_subset() -> tuple[np.ndarray, np.ndarray]:
 def _xor_gdln(n_hidden: int, init_std: float, generator, dtype) -> GatedDeepLinearNetwork:
     per_path = n_hidden // 4
     nodes = {"x": 2, **{f"h{k}": per_path for k in range(4)}, "y": 1}
-    edges = {**{f"in{k}": ("x", f"h{k}") for k in range(4)},
-             **{f"out{k}": (f"h{k}", "y") for k in range(4)}}
+    edges = {**{f"in{k}": ("x", f"h{k}") for k in range(4)}, **{f"out{k}": (f"h{k}", "y") for k in range(4)}}
     cfg = GDLNConfig(nodes=nodes, edges=edges, inputs=("x",), outputs=("y",), init_std=init_std)
     return GatedDeepLinearNetwork(cfg, generator=generator, dtype=dtype)
 
@@ -234,8 +303,14 @@ def _first_crossing(t: np.ndarray, curve: np.ndarray, level: float) -> float:
 
 
 def xor_experiment(
-    *, scale: str = "quick", seed: int = 0, device: str = "cpu", n_threads: int = 1,
-    n_hidden: int | None = None, init_std: float | None = None, lr: float | None = None,
+    *,
+    scale: str = "quick",
+    seed: int = 0,
+    device: str = "cpu",
+    n_threads: int = 1,
+    n_hidden: int | None = None,
+    init_std: float | None = None,
+    lr: float | None = None,
     t_max: float | None = None,
 ) -> ExperimentResult:
     """XoR through four gated pathways: analytic loss curve vs GDLN simulation vs ReLU network.
@@ -280,8 +355,14 @@ def xor_experiment(
         gates[:, gdln.node_index("y")] = 1.0
         for k in range(4):
             gates[k, gdln.node_index(f"h{k}")] = 1.0
-        relu = TwoLayerReLU(2, p["n_hidden"], 1, init_std=p["init_std"],
-                            generator=torch.Generator().manual_seed(seed + 1), dtype=dtype)
+        relu = TwoLayerReLU(
+            2,
+            p["n_hidden"],
+            1,
+            init_std=p["init_std"],
+            generator=torch.Generator().manual_seed(seed + 1),
+            dtype=dtype,
+        )
         relu = relu.to(device)
         loss_gdln = np.empty(steps + 1)
         loss_relu = np.empty(steps + 1)
@@ -303,7 +384,10 @@ def xor_experiment(
 
     half = 0.25  # loss halfway between start (0.5) and 0
     summary = {
-        "s": s, "d": d, "a0": a0, "n_steps": steps,
+        "s": s,
+        "d": d,
+        "a0": a0,
+        "n_steps": steps,
         "max_abs_dev_gdln": float(np.abs(loss_gdln - loss_theory).max()),
         "max_abs_dev_relu": float(np.abs(loss_relu - loss_theory).max()),
         "t_half_theory": _first_crossing(t, loss_theory, half),
@@ -315,9 +399,16 @@ def xor_experiment(
         "cpu_seconds": time.process_time() - started,
     }
     stride = max(1, steps // 400)
-    rows = [{"t": float(t[i]), "step": int(i), "loss_theory": float(loss_theory[i]),
-             "loss_gdln": float(loss_gdln[i]), "loss_relu": float(loss_relu[i])}
-            for i in range(0, steps + 1, stride)]
+    rows = [
+        {
+            "t": float(t[i]),
+            "step": int(i),
+            "loss_theory": float(loss_theory[i]),
+            "loss_gdln": float(loss_gdln[i]),
+            "loss_relu": float(loss_relu[i]),
+        }
+        for i in range(0, steps + 1, stride)
+    ]
     arrays = {"t": t, "loss_theory": loss_theory, "loss_gdln": loss_gdln, "loss_relu": loss_relu}
     log.info("xor: %s", summary)
     return ExperimentResult(summary=summary, rows=rows, arrays=arrays)
@@ -336,8 +427,9 @@ def _modes(x: np.ndarray, y: np.ndarray):
     return u, s, vt, d
 
 
-def _project_chain(first: torch.Tensor, middle: torch.Tensor, last: torch.Tensor,
-                   u: torch.Tensor, vt: torch.Tensor) -> tuple[np.ndarray, ...]:
+def _project_chain(
+    first: torch.Tensor, middle: torch.Tensor, last: torch.Tensor, u: torch.Tensor, vt: torch.Tensor
+) -> tuple[np.ndarray, ...]:
     """Mode strengths of a 3-layer chain, averaged over copies of the first and last layers.
 
     first (I, H, D), middle (H2, H), last (J, C, H2); u (C, A), vt (A, D). B1 = ‖W1 v_α‖,
@@ -350,8 +442,7 @@ def _project_chain(first: torch.Tensor, middle: torch.Tensor, last: torch.Tensor
         o = torch.einsum("jch,ca->jah", last, u)  # (J, A, H2)
         b3 = o.norm(dim=-1)  # (J, A)
         b2 = torch.einsum("iah,kh,jak->ija", e / b1[..., None], middle, o / b3[..., None])
-        return (b1.mean(0).cpu().numpy(), b2.mean((0, 1)).cpu().numpy(),
-                b3.mean(0).cpu().numpy())
+        return (b1.mean(0).cpu().numpy(), b2.mean((0, 1)).cpu().numpy(), b3.mean(0).cpu().numpy())
 
 
 def _deviation(sim: np.ndarray, ode: np.ndarray) -> tuple[float, float]:
@@ -363,10 +454,19 @@ def _deviation(sim: np.ndarray, ode: np.ndarray) -> tuple[float, float]:
 
 
 def routing_experiment(
-    *, scale: str = "quick", seed: int = 0, device: str = "cpu", n_threads: int = 1,
-    n_domains: int | None = None, k: int | None = None, n_hidden: int | None = None,
-    b0: float | None = None, lr: float | None = None, t_max: float | None = None,
-    random_init_gain: float | None = None, random_init_lr: float | None = None,
+    *,
+    scale: str = "quick",
+    seed: int = 0,
+    device: str = "cpu",
+    n_threads: int = 1,
+    n_domains: int | None = None,
+    k: int | None = None,
+    n_hidden: int | None = None,
+    b0: float | None = None,
+    lr: float | None = None,
+    t_max: float | None = None,
+    random_init_gain: float | None = None,
+    random_init_lr: float | None = None,
     random_init_t_max: float | None = None,
 ) -> ExperimentResult:
     """Toy routing: the trained network's mode strengths against the reduced routing ODE.
@@ -388,10 +488,21 @@ def routing_experiment(
     learning rate ``random_init_lr``; reports the mean squared output error on trained and on
     untrained routes relative to the mean squared target (``random_init_untrained_rel_err``).
     """
-    p = _preset("routing", scale, dict(
-        n_domains=n_domains, k=k, n_hidden=n_hidden, b0=b0, lr=lr, t_max=t_max,
-        random_init_gain=random_init_gain, random_init_lr=random_init_lr,
-        random_init_t_max=random_init_t_max))
+    p = _preset(
+        "routing",
+        scale,
+        dict(
+            n_domains=n_domains,
+            k=k,
+            n_hidden=n_hidden,
+            b0=b0,
+            lr=lr,
+            t_max=t_max,
+            random_init_gain=random_init_gain,
+            random_init_lr=random_init_lr,
+            random_init_t_max=random_init_t_max,
+        ),
+    )
     started = time.process_time()
     m = p["n_domains"]
     x_np, y_np = hierarchical_items()
@@ -402,8 +513,7 @@ def routing_experiment(
     u = torch.tensor(u_np, dtype=dtype, device=device)
     vt = torch.tensor(vt_np, dtype=dtype, device=device)
     routes = cyclic_routes(m, p["k"]).to(device)
-    cfg = RoutingConfig(n_domains=m, in_dim=x.shape[1], hidden_dim=p["n_hidden"],
-                        out_dim=y.shape[1])
+    cfg = RoutingConfig(n_domains=m, in_dim=x.shape[1], hidden_dim=p["n_hidden"], out_dim=y.shape[1])
     steps = int(round(p["t_max"] / p["lr"]))
     stride = max(1, steps // 400)
 
@@ -430,11 +540,15 @@ def routing_experiment(
         untrained_aligned = float(err[~routes].max()) if (~routes).any() else float("nan")
 
         # The paper's setting: random orthogonal init, no alignment imposed.
-        rcfg = RoutingConfig(n_domains=m, in_dim=x.shape[1], hidden_dim=p["n_hidden"],
-                             out_dim=y.shape[1], init_gain=p["random_init_gain"],
-                             init="orthogonal")
-        rnet = RoutingNetwork(rcfg, generator=torch.Generator().manual_seed(seed + 1),
-                              dtype=dtype).to(device)
+        rcfg = RoutingConfig(
+            n_domains=m,
+            in_dim=x.shape[1],
+            hidden_dim=p["n_hidden"],
+            out_dim=y.shape[1],
+            init_gain=p["random_init_gain"],
+            init="orthogonal",
+        )
+        rnet = RoutingNetwork(rcfg, generator=torch.Generator().manual_seed(seed + 1), dtype=dtype).to(device)
         for _ in range(int(round(p["random_init_t_max"] / p["random_init_lr"]))):
             rnet.loss(x, y, routes).backward()
             gradient_descent_step(rnet.parameters(), p["random_init_lr"])
@@ -451,33 +565,48 @@ def routing_experiment(
     fixed = routing_steady_state(s=s, d=d, m=m, b0=p["b0"])
     c1_sim, c2_sim = routing_conserved(*sim, m=m)
     summary = {
-        "n_domains": m, "k": p["k"], "n_steps": steps,
+        "n_domains": m,
+        "k": p["k"],
+        "n_steps": steps,
         "max_rel_dev": max(dv[0] for dv in devs),
         "max_pointwise_rel_dev": max(dv[1] for dv in devs),
-        "ratio_b2_b1_min": float(ratio.min()), "ratio_b2_b1_max": float(ratio.max()),
+        "ratio_b2_b1_min": float(ratio.min()),
+        "ratio_b2_b1_max": float(ratio.max()),
         "sqrt_m": float(np.sqrt(m)),
         "ratio_rel_err": float(np.abs(ratio / np.sqrt(m) - 1).max()),
         "ratio_rel_err_vs_fixed_point": float(np.abs(ratio / (fixed[1] / fixed[0]) - 1).max()),
-        "final_composite_rel_err": float(np.abs(sim[0][-1] * sim[1][-1] * sim[2][-1] * d / s
-                                                - 1).max()),
+        "final_composite_rel_err": float(np.abs(sim[0][-1] * sim[1][-1] * sim[2][-1] * d / s - 1).max()),
         "b3_b1_rel_err": float(np.abs(sim[2][-1] / sim[0][-1] - 1).max()),
         "conserved_drift": float(max(np.ptp(c1_sim, axis=0).max(), np.ptp(c2_sim, axis=0).max())),
         "untrained_route_max_sq_err": untrained_aligned,
         "random_init_trained_rel_err": float(rerr[routes].mean()) / scale_y,
-        "random_init_untrained_rel_err": (float(rerr[~routes].mean()) / scale_y
-                                          if (~routes).any() else float("nan")),
+        "random_init_untrained_rel_err": (
+            float(rerr[~routes].mean()) / scale_y if (~routes).any() else float("nan")
+        ),
         "random_init_ratio_b2_b1_mean": float(np.mean(r_proj[1] / r_proj[0])),
         "cpu_seconds": time.process_time() - started,
     }
-    rows = [{"t": float(t[i]), "mode": a, "s": float(s[a]), "d": float(d[a]),
-             **{f"B{layer + 1}_sim": float(sim[layer][i, a]) for layer in range(3)},
-             **{f"B{layer + 1}_ode": float(ode[layer][i, a]) for layer in range(3)}}
-            for i in range(len(t)) for a in range(len(s))]
-    arrays = {"t": t, "s": s, "d": d,
-              **{f"B{layer + 1}_sim": sim[layer] for layer in range(3)},
-              **{f"B{layer + 1}_ode": ode[layer] for layer in range(3)},
-              "route_sq_err_random_init": rerr.cpu().numpy(),
-              "routes": routes.cpu().numpy()}
+    rows = [
+        {
+            "t": float(t[i]),
+            "mode": a,
+            "s": float(s[a]),
+            "d": float(d[a]),
+            **{f"B{layer + 1}_sim": float(sim[layer][i, a]) for layer in range(3)},
+            **{f"B{layer + 1}_ode": float(ode[layer][i, a]) for layer in range(3)},
+        }
+        for i in range(len(t))
+        for a in range(len(s))
+    ]
+    arrays = {
+        "t": t,
+        "s": s,
+        "d": d,
+        **{f"B{layer + 1}_sim": sim[layer] for layer in range(3)},
+        **{f"B{layer + 1}_ode": ode[layer] for layer in range(3)},
+        "route_sq_err_random_init": rerr.cpu().numpy(),
+        "routes": routes.cpu().numpy(),
+    }
     log.info("routing: %s", summary)
     return ExperimentResult(summary=summary, rows=rows, arrays=arrays)
 
@@ -486,8 +615,11 @@ def _race_graph(m: int, n_hidden: int, n_sep: int, d_in: int, d_out: int, init_s
     """GDLN: a shared pathway (enc_i → mid → dec_j) and a separate 3-layer pathway per route."""
     routes = [(i, j) for i in range(m) for j in range(m)]
     nodes = {**{f"in{i}": d_in for i in range(m)}, "s1": n_hidden, "s2": n_hidden}
-    edges = {**{f"enc{i}": (f"in{i}", "s1") for i in range(m)}, "mid": ("s1", "s2"),
-             **{f"dec{j}": ("s2", f"out{j}") for j in range(m)}}
+    edges = {
+        **{f"enc{i}": (f"in{i}", "s1") for i in range(m)},
+        "mid": ("s1", "s2"),
+        **{f"dec{j}": ("s2", f"out{j}") for j in range(m)},
+    }
     for i, j in routes:
         nodes[f"p{i}_{j}a"] = n_sep
         nodes[f"p{i}_{j}b"] = n_sep
@@ -495,15 +627,27 @@ def _race_graph(m: int, n_hidden: int, n_sep: int, d_in: int, d_out: int, init_s
         edges[f"sep{i}_{j}_2"] = (f"p{i}_{j}a", f"p{i}_{j}b")
         edges[f"sep{i}_{j}_3"] = (f"p{i}_{j}b", f"out{j}")
     nodes.update({f"out{j}": d_out for j in range(m)})
-    cfg = GDLNConfig(nodes=nodes, edges=edges, inputs=tuple(f"in{i}" for i in range(m)),
-                     outputs=tuple(f"out{j}" for j in range(m)), init_std=init_std)
+    cfg = GDLNConfig(
+        nodes=nodes,
+        edges=edges,
+        inputs=tuple(f"in{i}" for i in range(m)),
+        outputs=tuple(f"out{j}" for j in range(m)),
+        init_std=init_std,
+    )
     return cfg, routes
 
 
 def race_experiment(
-    *, scale: str = "quick", seed: int = 0, device: str = "cpu", n_threads: int = 1,
-    n_domains: int | None = None, n_hidden: int | None = None,
-    n_hidden_separate: int | None = None, b0: float | None = None, lr: float | None = None,
+    *,
+    scale: str = "quick",
+    seed: int = 0,
+    device: str = "cpu",
+    n_threads: int = 1,
+    n_domains: int | None = None,
+    n_hidden: int | None = None,
+    n_hidden_separate: int | None = None,
+    b0: float | None = None,
+    lr: float | None = None,
     t_max: float | None = None,
 ) -> ExperimentResult:
     """The race between a shared pathway and separate ones, on the general GDLN.
@@ -520,9 +664,18 @@ def race_experiment(
     Init: every pathway aligned with the data's singular vectors at strength b0 per layer.
     Full-batch gradient descent, ½‖y − ŷ‖² averaged over routes and items, time t = lr · step.
     """
-    p = _preset("race", scale, dict(n_domains=n_domains, n_hidden=n_hidden,
-                                    n_hidden_separate=n_hidden_separate, b0=b0, lr=lr,
-                                    t_max=t_max))
+    p = _preset(
+        "race",
+        scale,
+        dict(
+            n_domains=n_domains,
+            n_hidden=n_hidden,
+            n_hidden_separate=n_hidden_separate,
+            b0=b0,
+            lr=lr,
+            t_max=t_max,
+        ),
+    )
     started = time.process_time()
     m = p["n_domains"]
     n_routes = m * m
@@ -530,8 +683,9 @@ def race_experiment(
     u_np, s, vt_np, d = _modes(x_np, y_np)
     n_items, n_modes = x_np.shape[0], len(s)
     dtype = torch.float64
-    cfg, routes = _race_graph(m, p["n_hidden"], p["n_hidden_separate"], x_np.shape[1],
-                              y_np.shape[1], init_std=0.0)
+    cfg, routes = _race_graph(
+        m, p["n_hidden"], p["n_hidden_separate"], x_np.shape[1], y_np.shape[1], init_std=0.0
+    )
     steps = int(round(p["t_max"] / p["lr"]))
     stride = max(1, steps // 400)
     b = p["b0"]
@@ -573,10 +727,17 @@ def race_experiment(
         targets = {f"out{j}": ys for j in range(m)}
 
         def project():
-            shared = _project_chain(torch.stack([w[f"enc{i}"] for i in range(m)]), w["mid"],
-                                    torch.stack([w[f"dec{j}"] for j in range(m)]), u, vt)
-            sep = [_project_chain(w[f"sep{i}_{j}_1"][None], w[f"sep{i}_{j}_2"],
-                                  w[f"sep{i}_{j}_3"][None], u, vt) for i, j in routes]
+            shared = _project_chain(
+                torch.stack([w[f"enc{i}"] for i in range(m)]),
+                w["mid"],
+                torch.stack([w[f"dec{j}"] for j in range(m)]),
+                u,
+                vt,
+            )
+            sep = [
+                _project_chain(w[f"sep{i}_{j}_1"][None], w[f"sep{i}_{j}_2"], w[f"sep{i}_{j}_3"][None], u, vt)
+                for i, j in routes
+            ]
             return shared, tuple(np.mean([sp[layer] for sp in sep], axis=0) for layer in range(3))
 
         times, tracks = [], []
@@ -606,29 +767,43 @@ def race_experiment(
     shared_out = np.prod([x[-1] for x in shared_sim], axis=0)
     sep_out = np.prod([x[-1] for x in sep_sim], axis=0)
     summary = {
-        "n_domains": m, "n_routes": n_routes, "n_steps": steps,
-        "p_quarter": float(n_routes ** 0.25),
-        "ratio_b2_b1_min": float(ratio.min()), "ratio_b2_b1_max": float(ratio.max()),
+        "n_domains": m,
+        "n_routes": n_routes,
+        "n_steps": steps,
+        "p_quarter": float(n_routes**0.25),
+        "ratio_b2_b1_min": float(ratio.min()),
+        "ratio_b2_b1_max": float(ratio.max()),
         "ratio_rel_err": float(np.abs(ratio / predicted - 1).max()),
-        "ode_ratio_rel_err": float(np.abs(ode_shared[1][-1] / ode_shared[0][-1] / predicted
-                                          - 1).max()),
+        "ode_ratio_rel_err": float(np.abs(ode_shared[1][-1] / ode_shared[0][-1] / predicted - 1).max()),
         "shared_output_fraction_min": float((shared_out / (shared_out + sep_out)).min()),
-        "speed_shared": race_speed(usage[0]), "speed_separate": race_speed(usage[1]),
+        "speed_shared": race_speed(usage[0]),
+        "speed_separate": race_speed(usage[1]),
         "max_rel_dev": max(dv[0] for dv in devs),
         "max_pointwise_rel_dev": max(dv[1] for dv in devs),
         "cpu_seconds": time.process_time() - started,
     }
-    rows = [{"t": float(t[i]), "mode": a, "s": float(s[a]),
-             **{f"shared_B{layer + 1}_sim": float(shared_sim[layer][i, a]) for layer in range(3)},
-             **{f"shared_B{layer + 1}_ode": float(ode_shared[layer][i, a]) for layer in range(3)},
-             "separate_A_sim": float(np.prod([x[i, a] for x in sep_sim])),
-             "separate_A_ode": float(np.prod(ode_sep[:, i, a]))}
-            for i in range(len(t)) for a in range(n_modes)]
-    arrays = {"t": t, "s": s, "d": d,
-              **{f"shared_B{layer + 1}_sim": shared_sim[layer] for layer in range(3)},
-              **{f"shared_B{layer + 1}_ode": ode_shared[layer] for layer in range(3)},
-              **{f"separate_B{layer + 1}_sim": sep_sim[layer] for layer in range(3)},
-              **{f"separate_B{layer + 1}_ode": ode_sep[layer] for layer in range(3)}}
+    rows = [
+        {
+            "t": float(t[i]),
+            "mode": a,
+            "s": float(s[a]),
+            **{f"shared_B{layer + 1}_sim": float(shared_sim[layer][i, a]) for layer in range(3)},
+            **{f"shared_B{layer + 1}_ode": float(ode_shared[layer][i, a]) for layer in range(3)},
+            "separate_A_sim": float(np.prod([x[i, a] for x in sep_sim])),
+            "separate_A_ode": float(np.prod(ode_sep[:, i, a])),
+        }
+        for i in range(len(t))
+        for a in range(n_modes)
+    ]
+    arrays = {
+        "t": t,
+        "s": s,
+        "d": d,
+        **{f"shared_B{layer + 1}_sim": shared_sim[layer] for layer in range(3)},
+        **{f"shared_B{layer + 1}_ode": ode_shared[layer] for layer in range(3)},
+        **{f"separate_B{layer + 1}_sim": sep_sim[layer] for layer in range(3)},
+        **{f"separate_B{layer + 1}_ode": ode_sep[layer] for layer in range(3)},
+    }
     log.info("race: %s", summary)
     return ExperimentResult(summary=summary, rows=rows, arrays=arrays)
 
@@ -661,13 +836,26 @@ def _route_loss(out: torch.Tensor, labels: torch.Tensor, routes: torch.Tensor, l
 
 
 def zero_shot_experiment(
-    *, scale: str = "quick", seed: int = 0, device: str = "cpu", n_threads: int = 1,
-    data: tuple[np.ndarray, np.ndarray] | None = None, loss: str = "cross_entropy",
-    momentum: float = 0.9, n_domains: int | None = None, k_values: tuple[int, ...] | None = None,
-    gains: tuple[float, ...] | None = None, gain_sweep_k: int | None = None,
-    n_hidden: int | None = None, pool: int | None = None, n_train: int | None = None,
-    n_test: int | None = None, n_steps: int | None = None, batch: int | None = None,
-    lr: float | None = None, eval_every: int | None = None,
+    *,
+    scale: str = "quick",
+    seed: int = 0,
+    device: str = "cpu",
+    n_threads: int = 1,
+    data: tuple[np.ndarray, np.ndarray] | None = None,
+    loss: str = "cross_entropy",
+    momentum: float = 0.9,
+    n_domains: int | None = None,
+    k_values: tuple[int, ...] | None = None,
+    gains: tuple[float, ...] | None = None,
+    gain_sweep_k: int | None = None,
+    n_hidden: int | None = None,
+    pool: int | None = None,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    n_steps: int | None = None,
+    batch: int | None = None,
+    lr: float | None = None,
+    eval_every: int | None = None,
 ) -> ExperimentResult:
     """Zero-shot generalisation to untrained routes on MNIST-PermIn-PermOut.
 
@@ -691,18 +879,33 @@ def zero_shot_experiment(
     is measured on the held-out images for every route, then averaged over trained and over
     untrained routes (NaN when K = M leaves none untrained).
     """
-    p = _preset("zero_shot", scale, dict(
-        n_domains=n_domains, k_values=k_values, gains=gains, gain_sweep_k=gain_sweep_k,
-        n_hidden=n_hidden, pool=pool, n_train=n_train, n_test=n_test, n_steps=n_steps,
-        batch=batch, lr=lr, eval_every=eval_every))
+    p = _preset(
+        "zero_shot",
+        scale,
+        dict(
+            n_domains=n_domains,
+            k_values=k_values,
+            gains=gains,
+            gain_sweep_k=gain_sweep_k,
+            n_hidden=n_hidden,
+            pool=pool,
+            n_train=n_train,
+            n_test=n_test,
+            n_steps=n_steps,
+            batch=batch,
+            lr=lr,
+            eval_every=eval_every,
+        ),
+    )
     started = time.process_time()
     images, labels = load_mnist_subset() if data is None else data
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labels))
-    train_idx, test_idx = order[: p["n_train"]], order[p["n_train"]: p["n_train"] + p["n_test"]]
+    train_idx, test_idx = order[: p["n_train"]], order[p["n_train"] : p["n_train"] + p["n_test"]]
     m = p["n_domains"]
     inputs, out_labels, _, _ = permin_permout_domains(
-        images, labels, n_domains=m, rng=rng, pool=p["pool"], standardise_on=train_idx)
+        images, labels, n_domains=m, rng=rng, pool=p["pool"], standardise_on=train_idx
+    )
     dtype = torch.float32
     x_all = torch.tensor(inputs, dtype=dtype, device=device)  # (M, N, D)
     lab_all = torch.tensor(out_labels, dtype=torch.long, device=device)  # (M, N)
@@ -719,8 +922,13 @@ def zero_shot_experiment(
         for run_id, (kk, gain) in enumerate(runs):
             run_start = time.process_time()
             gen = torch.Generator().manual_seed(seed * 1000 + run_id)
-            cfg = RoutingConfig(n_domains=m, in_dim=x_all.shape[-1], hidden_dim=p["n_hidden"],
-                                out_dim=n_classes, init_gain=gain)
+            cfg = RoutingConfig(
+                n_domains=m,
+                in_dim=x_all.shape[-1],
+                hidden_dim=p["n_hidden"],
+                out_dim=n_classes,
+                init_gain=gain,
+            )
             net = RoutingNetwork(cfg, generator=gen, dtype=dtype).to(device)
             routes = cyclic_routes(m, kk).to(device)
             run_lr = p["lr"] / max(1.0, gain) ** 2
@@ -731,8 +939,7 @@ def zero_shot_experiment(
                     acc = _route_accuracy(net, x_test, lab_test)
                     curve_steps.append(step)
                     curve_tr.append(float(acc[routes].mean()))
-                    curve_un.append(float(acc[~routes].mean()) if (~routes).any()
-                                    else float("nan"))
+                    curve_un.append(float(acc[~routes].mean()) if (~routes).any() else float("nan"))
                 if step == p["n_steps"]:
                     break
                 idx = torch.randint(x_train.shape[1], (p["batch"],), generator=gen)
@@ -742,11 +949,21 @@ def zero_shot_experiment(
                 opt.step()
             with torch.no_grad():
                 train_loss = float(_route_loss(net(x_train), lab_train, routes, loss))
-            rows.append({"n_domains": m, "k": kk, "k_over_m": kk / m, "gain": gain,
-                         "lr": run_lr, "loss": loss, "n_steps": p["n_steps"],
-                         "trained_acc": curve_tr[-1], "untrained_acc": curve_un[-1],
-                         "train_loss": train_loss,
-                         "cpu_seconds": time.process_time() - run_start})
+            rows.append(
+                {
+                    "n_domains": m,
+                    "k": kk,
+                    "k_over_m": kk / m,
+                    "gain": gain,
+                    "lr": run_lr,
+                    "loss": loss,
+                    "n_steps": p["n_steps"],
+                    "trained_acc": curve_tr[-1],
+                    "untrained_acc": curve_un[-1],
+                    "train_loss": train_loss,
+                    "cpu_seconds": time.process_time() - run_start,
+                }
+            )
             tag = f"k{kk}_gain{gain:g}"
             arrays[f"{tag}_route_acc"] = _route_accuracy(net, x_test, lab_test).cpu().numpy()
             arrays[f"{tag}_trained_curve"] = np.asarray(curve_tr)
@@ -755,15 +972,21 @@ def zero_shot_experiment(
             log.info("zero-shot: %s", rows[-1])
 
     by_k = [r for r in rows if r["gain"] == small]
-    reach = [r["k_over_m"] for r in by_k
-             if not np.isnan(r["untrained_acc"]) and r["untrained_acc"] >= 0.95 * r["trained_acc"]]
+    reach = [
+        r["k_over_m"]
+        for r in by_k
+        if not np.isnan(r["untrained_acc"]) and r["untrained_acc"] >= 0.95 * r["trained_acc"]
+    ]
     summary = {
-        "n_domains": m, "n_runs": len(rows),
+        "n_domains": m,
+        "n_runs": len(rows),
         "first_k_over_m_untrained_within_5pct": min(reach) if reach else float("nan"),
-        **{f"untrained_acc_gain{r['gain']:g}": r["untrained_acc"] for r in rows
-           if r["k"] == p["gain_sweep_k"]},
-        **{f"trained_acc_gain{r['gain']:g}": r["trained_acc"] for r in rows
-           if r["k"] == p["gain_sweep_k"]},
+        **{
+            f"untrained_acc_gain{r['gain']:g}": r["untrained_acc"]
+            for r in rows
+            if r["k"] == p["gain_sweep_k"]
+        },
+        **{f"trained_acc_gain{r['gain']:g}": r["trained_acc"] for r in rows if r["k"] == p["gain_sweep_k"]},
         "cpu_seconds": time.process_time() - started,
     }
     return ExperimentResult(summary=summary, rows=rows, arrays=arrays)

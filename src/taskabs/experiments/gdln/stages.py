@@ -6,17 +6,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import json
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from taskabs import plots
-from taskabs.experiments.gdln import runs
 from taskabs.artifacts import write_json
+from taskabs.experiments.gdln import runs
 
 if TYPE_CHECKING:  # stages see a Job; importing the job machinery would put it in their code hash
     from taskabs.pipeline.jobs import Job
@@ -30,13 +29,29 @@ RUNNERS = {
 
 # (experiment, summary key, comparison, target, claim): what the pipeline checks, with a verdict
 CHECKS = [
-    ("routing", "max_rel_dev", "<=", 0.05, "reduced ODE tracks the simulated singular values (max rel. deviation)"),
+    (
+        "routing",
+        "max_rel_dev",
+        "<=",
+        0.05,
+        "reduced ODE tracks the simulated singular values (max rel. deviation)",
+    ),
     ("routing", "ratio_rel_err", "<=", 0.02, "routing steady state B2 = sqrt(M) B1 (rel. error)"),
     ("race", "ratio_rel_err", "<=", 0.02, "race steady state B2 = P^(1/4) B1 (rel. error)"),
-    ("zero_shot", "first_k_over_m_untrained_within_5pct", "<=", 0.5,
-     "untrained routes reach the trained accuracy before half the routes are trained (K/M)"),
-    ("zero_shot", "untrained_gap_large_init", ">=", 0.2,
-     "large initialisation does not generalise (trained - untrained accuracy at gain 10)"),
+    (
+        "zero_shot",
+        "first_k_over_m_untrained_within_5pct",
+        "<=",
+        0.5,
+        "untrained routes reach the trained accuracy before half the routes are trained (K/M)",
+    ),
+    (
+        "zero_shot",
+        "untrained_gap_large_init",
+        ">=",
+        0.2,
+        "large initialisation does not generalise (trained - untrained accuracy at gain 10)",
+    ),
 ]
 
 
@@ -44,7 +59,9 @@ def simulate(job: Job) -> dict:
     name = job.wildcards["experiment"]
     if name not in RUNNERS:
         raise ValueError(f"unknown GDLN experiment {name!r}; expected one of {sorted(RUNNERS)}")
-    result = RUNNERS[name](scale=job.config["scale"], seed=job.seed, device=str(job.device), n_threads=job.threads)
+    result = RUNNERS[name](
+        scale=job.config["scale"], seed=job.seed, device=str(job.device), n_threads=job.threads
+    )
     summary = dict(result.summary)
     if name == "zero_shot":
         large = max(result.rows, key=lambda r: r["gain"])  # only swept at one K
@@ -56,17 +73,31 @@ def simulate(job: Job) -> dict:
 
 
 def _load(job: Job, name: str):
-    return (json.loads(job.input[f"{name}_summary"].read_text()), pl.read_parquet(job.input[f"{name}_rows"]),
-            np.load(job.input[f"{name}_arrays"]))
+    return (
+        json.loads(job.input[f"{name}_summary"].read_text()),
+        pl.read_parquet(job.input[f"{name}_rows"]),
+        np.load(job.input[f"{name}_arrays"]),
+    )
 
 
 def checks_table(summaries: dict[str, dict]) -> pl.DataFrame:
     rows = []
     for experiment, key, op, target, claim in CHECKS:
         value = summaries.get(experiment, {}).get(key)
-        ok = value is not None and math.isfinite(value) and (value <= target if op == "<=" else value >= target)
-        rows.append({"experiment": experiment, "claim": claim, "measured": value, "target": f"{op} {target}",
-                     "verdict": "reproduced" if ok else "not reproduced"})
+        ok = (
+            value is not None
+            and math.isfinite(value)
+            and (value <= target if op == "<=" else value >= target)
+        )
+        rows.append(
+            {
+                "experiment": experiment,
+                "claim": claim,
+                "measured": value,
+                "target": f"{op} {target}",
+                "verdict": "reproduced" if ok else "not reproduced",
+            }
+        )
     return pl.DataFrame(rows)
 
 
@@ -75,7 +106,11 @@ def plot(job: Job) -> dict:
     xor, rows, arrays = _load(job, "xor")
     summaries["xor"] = xor
     fig, (ax,) = plots.figure(width=5)
-    for key, label in (("loss_theory", "GDLN theory"), ("loss_gdln", "GDLN simulation"), ("loss_relu", "ReLU network")):
+    for key, label in (
+        ("loss_theory", "GDLN theory"),
+        ("loss_gdln", "GDLN simulation"),
+        ("loss_relu", "ReLU network"),
+    ):
         ax.plot(arrays["t"], arrays[key], label=label, linestyle="--" if key == "loss_theory" else "-")
     ax.set(xlabel="time t (= lr × step)", ylabel="loss", title="XoR with gated pathways")
     ax.legend()
@@ -89,7 +124,7 @@ def plot(job: Job) -> dict:
         for ax, layer in zip(axes, ("B1", "B2", "B3")):
             sim, ode = arrays[f"{prefix}{layer}_sim"], arrays[f"{prefix}{layer}_ode"]
             for mode in range(sim.shape[1]):
-                line, = ax.plot(arrays["t"], sim[:, mode], lw=2, alpha=0.5)
+                (line,) = ax.plot(arrays["t"], sim[:, mode], lw=2, alpha=0.5)
                 ax.plot(arrays["t"], ode[:, mode], "k--", lw=0.8)
             ax.set(xlabel="time t", ylabel=f"{layer} singular value", title=f"{name}: {layer} (dashed: ODE)")
         plots.save(fig, job.output[name])
@@ -100,14 +135,21 @@ def plot(job: Job) -> dict:
     small = rows.filter(pl.col("gain") == rows["gain"].min()).sort("k_over_m")
     axes[0].plot(small["k_over_m"], small["trained_acc"], "o-", label="trained routes")
     axes[0].plot(small["k_over_m"], small["untrained_acc"], "s-", label="untrained routes")
-    axes[0].set(xlabel="fraction of routes trained K/M", ylabel="test accuracy",
-                title=f"PermIn-PermOut, gain {small['gain'][0]}")
+    axes[0].set(
+        xlabel="fraction of routes trained K/M",
+        ylabel="test accuracy",
+        title=f"PermIn-PermOut, gain {small['gain'][0]}",
+    )
     axes[0].legend()
     k_sweep = rows.filter(pl.col("k") == rows.group_by("k").len().sort("len")["k"][-1]).sort("gain")
     axes[1].plot(k_sweep["gain"], k_sweep["trained_acc"], "o-", label="trained routes")
     axes[1].plot(k_sweep["gain"], k_sweep["untrained_acc"], "s-", label="untrained routes")
-    axes[1].set(xscale="log", xlabel="initialisation gain", ylabel="test accuracy",
-                title=f"K/M = {k_sweep['k_over_m'][0]:.2f}")
+    axes[1].set(
+        xscale="log",
+        xlabel="initialisation gain",
+        ylabel="test accuracy",
+        title=f"K/M = {k_sweep['k_over_m'][0]:.2f}",
+    )
     axes[1].legend()
     plots.save(fig, job.output["zero_shot"])
 

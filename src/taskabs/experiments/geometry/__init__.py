@@ -1,1 +1,1 @@
-"""Representation geometry: PS, CCGP and shattering (config key ``geometry``; docs/experiments/geometry.md)."""
+"""Representation geometry: PS, CCGP, shattering (config key ``geometry``; docs/experiments/geometry.md)."""

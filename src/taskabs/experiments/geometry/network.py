@@ -36,8 +36,8 @@ import functools
 import itertools
 import logging
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -77,7 +77,9 @@ _SQRT_HALF, _INV_SQRT_2PI = math.sqrt(0.5), 1.0 / math.sqrt(2.0 * math.pi)
 ACTIVATION_DERIVATIVES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "relu": lambda z, h: (z > 0).to(z.dtype),
     "tanh": lambda z, h: 1.0 - h * h,
-    "gelu": lambda z, h: 0.5 * (1.0 + torch.erf(z * _SQRT_HALF)) + z * torch.exp(-0.5 * z * z) * _INV_SQRT_2PI,
+    "gelu": lambda z, h: (
+        0.5 * (1.0 + torch.erf(z * _SQRT_HALF)) + z * torch.exp(-0.5 * z * z) * _INV_SQRT_2PI
+    ),
     "leaky_relu": lambda z, h: torch.where(z > 0, 1.0, LEAKY_SLOPE).to(z.dtype),
     "sigmoid": lambda z, h: h * (1.0 - h),
 }
@@ -128,7 +130,9 @@ class NetworkSpec:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.n_per_condition < 2:
-            raise ValueError(f"n_per_condition must be >= 2 (decoders need a test sample), got {self.n_per_condition}")
+            raise ValueError(
+                f"n_per_condition must be >= 2 (decoders need a test sample), got {self.n_per_condition}"
+            )
         for name in ("decay_warmup", "lr_cooldown"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -161,7 +165,9 @@ class MLP(nn.Module):
         return torch.addmm(self.readout.bias, h, self.readout.weight.T), h  # (N, P), (N, width)
 
 
-def task_loss(output: torch.Tensor, targets: torch.Tensor, *, kind: str, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+def task_loss(
+    output: torch.Tensor, targets: torch.Tensor, *, kind: str, d: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Task loss and its gradient with respect to the output, from (N, P) outputs and targets.
 
         mse:  L = Σ_{i,p} (f_ip − t_ip)² / (N d)
@@ -250,7 +256,9 @@ def parity_features(y: torch.Tensor, *, mixing: float) -> torch.Tensor:
     mixing = 1 and Gaussian A, A φ(y) is an independent Gaussian pattern per condition.
     """
     d = y.shape[1]
-    products = [y[:, list(s)].prod(dim=1) for r in range(2, d + 1) for s in itertools.combinations(range(d), r)]
+    products = [
+        y[:, list(s)].prod(dim=1) for r in range(2, d + 1) for s in itertools.combinations(range(d), r)
+    ]
     return torch.cat([y, mixing * torch.stack(products, dim=1)], dim=1) if products else y
 
 
@@ -267,7 +275,9 @@ def make_dataset(
     """x = ReLU(A φ(y) + b) + ε (N, input_dim) and y (N, d), N = 2**d · n_per_condition,
     grouped by condition in ``all_conditions`` order."""
     a, b = embedding
-    y = torch.as_tensor(all_conditions(spec.d), dtype=torch.float32).repeat_interleave(spec.n_per_condition, 0)
+    y = torch.as_tensor(all_conditions(spec.d), dtype=torch.float32).repeat_interleave(
+        spec.n_per_condition, 0
+    )
     clean = torch.relu(parity_features(y, mixing=spec.input_mixing) @ a.T + b)  # (N, input_dim)
     return clean + spec.input_noise * torch.randn(clean.shape, generator=generator), y
 
@@ -367,11 +377,17 @@ def _train_and_measure(spec: NetworkSpec, wanted: list[int], device: str | torch
 
     rows = [_empty_row(0, "input") | measure_layer(x_eval.cpu().double().numpy(), labels, spec, rng=rng)]
     h, loss, acc = snapshot()
-    rows.append(_empty_row(0, "untrained") | measure_layer(h, labels, spec, rng=rng) | {"task_loss": loss, "task_accuracy": acc})
+    rows.append(
+        _empty_row(0, "untrained")
+        | measure_layer(h, labels, spec, rng=rng)
+        | {"task_loss": loss, "task_accuracy": acc}
+    )
 
     opt = FlatAdam(model.parameters(), lr=spec.lr)
     # L2 on weights only; biases stay free so saturating units (sigmoid) can centre themselves.
-    is_weight = torch.cat([torch.full((p.numel(),), n.endswith("weight")) for n, p in model.named_parameters()])
+    is_weight = torch.cat(
+        [torch.full((p.numel(),), n.endswith("weight")) for n, p in model.named_parameters()]
+    )
     decay = spec.weight_decay * is_weight.to(opt.flat.dtype).to(device)  # (P,)
     warmup = max(1.0, spec.decay_warmup * spec.steps)
     cooldown = max(1.0, spec.lr_cooldown * spec.steps)

@@ -1,14 +1,14 @@
 """When do abstract representations emerge? (SCIENCE.md §2) -- stage functions of the geometry experiment.
 
 Stages: ``sweep_cell`` trains the networks of one architecture cell (rows of
-:func:`taskabs.experiments.geometry.network.train_and_measure`), ``sequence_geometry`` measures the same geometry in
-the hidden state of the toy-sequence models (GBI-LSTM vs LSTM), ``tabulate`` turns both into
-tables and verdicts on the theory's claims, ``plot`` draws them.
+:func:`taskabs.experiments.geometry.network.train_and_measure`), ``sequence_geometry`` measures
+the same geometry in the hidden state of the toy-sequence models (GBI-LSTM vs LSTM), ``tabulate``
+turns both into tables and verdicts on the theory's claims, ``plot`` draws them.
 
 Documented choices:
 
 - **Input embedding.**  The networks see x = ReLU(A φ(y) + b) + ε where φ(y) holds the latents and,
-  weighted by ``input_mixing``, all their products (``taskabs.experiments.geometry.network.parity_features``).
+  weighted by ``input_mixing``, all their products (``network.parity_features``).
   SCIENCE.md specifies x = ReLU(A y + b) + noise, which is ``input_mixing = 0``; that input is
   already fairly abstract (PS ≈ 0.6, CCGP ≈ 1: every unit is monotone in every latent), so the
   claim "training makes the representation abstract" could not be told apart from "the input
@@ -42,9 +42,9 @@ Documented choices:
   passes everywhere or at least half the cells pass both.
   (b) trained minus max(input, untrained) for PS and CCGP, minimum over latent cells, >= 0.3;
   partly if all differences are positive.
-  (c) random tasks, pooled over cells and seeds per P: PS and CCGP each "grow with P" if the Spearman correlation of the per-P mean
-  with P is >= 0.5 and the largest P beats the smallest by more than 2 standard errors; both grow
-  → reproduced, one → partly; no random-task rows → "not run".
+  (c) random tasks, pooled over cells and seeds per P: PS and CCGP each "grow with P" if the
+  Spearman correlation of the per-P mean with P is >= 0.5 and the largest P beats the smallest by
+  more than 2 standard errors; both grow → reproduced, one → partly; no random-task rows → "not run".
   (d) trained minus null mean for PS and CCGP (shuffled and random-geometry nulls) and shattering
   (shuffled null only: random points in general position are shattered, so the random-geometry
   null keeps shattering high by design), minimum over latent cells, > 0; partly if at least half
@@ -53,15 +53,13 @@ Documented choices:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -69,9 +67,8 @@ import torch
 from scipy import stats
 
 from taskabs import plots
+from taskabs.artifacts import write_json, write_table
 from taskabs.experiments.geometry.network import ACTIVATIONS, NetworkSpec, train_and_measure
-from taskabs.models.sequence import load_model, spec_from, task_input
-from taskabs.tables import read_table
 from taskabs.geometry import (
     METRICS,
     ccgp_scores,
@@ -81,7 +78,8 @@ from taskabs.geometry import (
     shattering_dimensionality,
     shuffle_conditions,
 )
-from taskabs.artifacts import write_json, write_table
+from taskabs.models.sequence import load_model, spec_from, task_input
+from taskabs.tables import read_table
 
 if TYPE_CHECKING:  # stages see a Job; importing the job machinery would put it in their code hash
     from taskabs.pipeline.jobs import Job
@@ -160,10 +158,14 @@ def cell_specs(cell: dict, config: dict) -> list[tuple[NetworkSpec, tuple[int, .
     random = cell["depth"] in {int(x) for x in config["random_tasks_depths"]}
     specs = []
     for seed in config["seeds"]:
-        specs.append((dataclasses.replace(base, seed=int(seed), task="latent", n_tasks=cell["d"]), eval_steps))
+        specs.append(
+            (dataclasses.replace(base, seed=int(seed), task="latent", n_tasks=cell["d"]), eval_steps)
+        )
         if random:
-            specs += [(dataclasses.replace(base, seed=int(seed), task="random", n_tasks=int(p)), ())
-                      for p in config["random_tasks"]]
+            specs += [
+                (dataclasses.replace(base, seed=int(seed), task="random", n_tasks=int(p)), ())
+                for p in config["random_tasks"]
+            ]
     return specs
 
 
@@ -186,15 +188,26 @@ def sweep_cell(job: Job) -> dict:
     write_table(frame, job.output["rows"])
     trained = frame.filter(pl.col("layer") == "trained")
     latent, random = trained.filter(pl.col("task") == "latent"), trained.filter(pl.col("task") == "random")
-    metrics = {"n_networks": float(len(specs)), "cpu_seconds": cpu, "cpu_seconds_per_network": cpu / len(specs),
-               "latent_trained_ps_mean": float(latent["ps"].mean()),
-               "latent_trained_ccgp_mean": float(latent["ccgp"].mean()),
-               "latent_trained_ps_min": float(latent["ps"].min())}
+    metrics = {
+        "n_networks": float(len(specs)),
+        "cpu_seconds": cpu,
+        "cpu_seconds_per_network": cpu / len(specs),
+        "latent_trained_ps_mean": float(latent["ps"].mean()),
+        "latent_trained_ccgp_mean": float(latent["ccgp"].mean()),
+        "latent_trained_ps_min": float(latent["ps"].min()),
+    }
     if len(random):
-        metrics |= {"random_trained_ps_mean": float(random["ps"].mean()),
-                    "random_trained_ccgp_mean": float(random["ccgp"].mean())}
-    log.info("cell %s: %d networks in %.1f s CPU; latent trained PS %.3f", cell, len(specs), cpu,
-             metrics["latent_trained_ps_mean"])
+        metrics |= {
+            "random_trained_ps_mean": float(random["ps"].mean()),
+            "random_trained_ccgp_mean": float(random["ccgp"].mean()),
+        }
+    log.info(
+        "cell %s: %d networks in %.1f s CPU; latent trained PS %.3f",
+        cell,
+        len(specs),
+        cpu,
+        metrics["latent_trained_ps_mean"],
+    )
     return metrics
 
 
@@ -228,7 +241,9 @@ def _ps(h: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> dict[str
 
 
 def _decoding(h: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
-    return _per_factor("ccgp", ccgp_scores(h, labels)) | {"shattering": shattering_dimensionality(h, labels, rng=rng)}
+    return _per_factor("ccgp", ccgp_scores(h, labels)) | {
+        "shattering": shattering_dimensionality(h, labels, rng=rng)
+    }
 
 
 def factor_geometry(
@@ -253,8 +268,10 @@ def factor_geometry(
                     draws.append(measure(h, shuffle_conditions(labels, rng=rng), rng))
                 else:
                     draws.append(measure(random_geometry(h, labels, rng=rng), labels, rng))
-            out |= {f"{key}_null_{null}": float(np.mean([d[key] for d in draws])) if draws else float("nan")
-                    for key in values}
+            out |= {
+                f"{key}_null_{null}": float(np.mean([d[key] for d in draws])) if draws else float("nan")
+                for key in values
+            }
     counts = np.bincount(((labels + 1) // 2) @ np.array([2, 1]), minlength=4)
     out |= {"n_samples": int(len(labels))} | {f"n_condition_{c}": int(n) for c, n in enumerate(counts)}
     return out
@@ -272,18 +289,34 @@ def sequence_geometry(job: Job) -> dict:
         _, h = model(torch.from_numpy(x), z)  # (S, T, H)
     activity = h[:, 1:].reshape(-1, h.shape[-1]).double().numpy()  # first trial dropped
     labels = sequence_factors(x, tasks, np.asarray(spec.means))
-    result = factor_geometry(activity, labels, n_null_ps=int(job.config["sequence_null_draws"]),
-                             n_null_decoding=int(job.config["sequence_null_decoding_draws"]),
-                             rng=np.random.default_rng(job.seed))
+    result = factor_geometry(
+        activity,
+        labels,
+        n_null_ps=int(job.config["sequence_null_draws"]),
+        n_null_decoding=int(job.config["sequence_null_decoding_draws"]),
+        rng=np.random.default_rng(job.seed),
+    )
     if result["n_samples"] == 0 or min(result[f"n_condition_{c}"] for c in range(4)) == 0:
-        log.warning("%s seed %s: a factor condition has no samples; some metrics are NaN", model_name, job.seed)
-    write_json(job.output["metrics"], {
-        "model": model_name, "seed": job.seed, "n_tasks": spec.n_tasks, "hidden": int(h.shape[-1]),
-        "factors": list(FACTORS),
-        "task_factor": "task 0 (-1) vs task 1 (+1)" if spec.n_tasks == 2 else "task 0 (-1) vs the rest (+1)",
-        **result,
-    })
-    return {k: float(v) for k, v in result.items() if _finite(v) and "_null_" not in k and not k.startswith("n_")}
+        log.warning(
+            "%s seed %s: a factor condition has no samples; some metrics are NaN", model_name, job.seed
+        )
+    write_json(
+        job.output["metrics"],
+        {
+            "model": model_name,
+            "seed": job.seed,
+            "n_tasks": spec.n_tasks,
+            "hidden": int(h.shape[-1]),
+            "factors": list(FACTORS),
+            "task_factor": "task 0 (-1) vs task 1 (+1)"
+            if spec.n_tasks == 2
+            else "task 0 (-1) vs the rest (+1)",
+            **result,
+        },
+    )
+    return {
+        k: float(v) for k, v in result.items() if _finite(v) and "_null_" not in k and not k.startswith("n_")
+    }
 
 
 # ---------------------------------------------------------------------------------- tabulate
@@ -300,13 +333,19 @@ def summary_table(rows: pl.DataFrame) -> pl.DataFrame:
     keys = ["task", "n_tasks", "d", "width", "weight_decay", "activation", "depth", "layer"]
     aggs = []
     for m in METRIC_NAMES:
-        aggs += [pl.col(m).mean().alias(f"{m}_mean"), pl.col(m).std().alias(f"{m}_sd"),
-                 pl.col(m).min().alias(f"{m}_min")]
+        aggs += [
+            pl.col(m).mean().alias(f"{m}_mean"),
+            pl.col(m).std().alias(f"{m}_sd"),
+            pl.col(m).min().alias(f"{m}_min"),
+        ]
     aggs += [pl.col(f"{m}_null_{n}").mean().alias(f"{m}_null_{n}_mean") for m in METRIC_NAMES for n in NULLS]
-    return (measured.group_by(keys).agg(pl.len().alias("n"), *aggs)
-            .with_columns(pl.col("layer").replace_strict({l: i for i, l in enumerate(LAYERS)}).alias("_rank"))
-            .sort(["task", "n_tasks", "d", "width", "weight_decay", "activation", "depth", "_rank"])
-            .drop("_rank"))
+    return (
+        measured.group_by(keys)
+        .agg(pl.len().alias("n"), *aggs)
+        .with_columns(pl.col("layer").replace_strict({l: i for i, l in enumerate(LAYERS)}).alias("_rank"))
+        .sort(["task", "n_tasks", "d", "width", "weight_decay", "activation", "depth", "_rank"])
+        .drop("_rank")
+    )
 
 
 def vs_p_table(rows: pl.DataFrame) -> pl.DataFrame:
@@ -316,20 +355,30 @@ def vs_p_table(rows: pl.DataFrame) -> pl.DataFrame:
     for m in METRIC_NAMES:
         aggs += [pl.col(m).mean().alias(f"{m}_mean"), pl.col(m).std().alias(f"{m}_sd")]
     aggs += [pl.col(f"{m}_null_shuffle").mean().alias(f"{m}_null_shuffle_mean") for m in ("ps", "ccgp")]
-    return (random.group_by("n_tasks", "layer").agg(pl.len().alias("n"), *aggs)
-            .with_columns(pl.col("layer").replace_strict({l: i for i, l in enumerate(LAYERS)}).alias("_rank"))
-            .sort("n_tasks", "_rank").drop("_rank")
-            .with_columns(pl.col("n_tasks").cast(pl.Int64), pl.col("n").cast(pl.Int64)))
+    return (
+        random.group_by("n_tasks", "layer")
+        .agg(pl.len().alias("n"), *aggs)
+        .with_columns(pl.col("layer").replace_strict({l: i for i, l in enumerate(LAYERS)}).alias("_rank"))
+        .sort("n_tasks", "_rank")
+        .drop("_rank")
+        .with_columns(pl.col("n_tasks").cast(pl.Int64), pl.col("n").cast(pl.Int64))
+    )
 
 
 def _cell_name(row: dict) -> str:
-    return f"{row['activation']} depth {row['depth']} (d={row['d']}, width {row['width']}, wd {row['weight_decay']})"
+    return (
+        f"{row['activation']} depth {row['depth']} "
+        f"(d={row['d']}, width {row['width']}, wd {row['weight_decay']})"
+    )
 
 
 def _claim_a(latent: pl.DataFrame) -> dict:
     trained = latent.filter(pl.col("layer") == "trained")
     ps, cc = trained["ps_mean"].to_numpy(), trained["ccgp_mean"].to_numpy()
-    worst_ps, worst_cc = trained.row(int(np.argmin(ps)), named=True), trained.row(int(np.argmin(cc)), named=True)
+    worst_ps, worst_cc = (
+        trained.row(int(np.argmin(ps)), named=True),
+        trained.row(int(np.argmin(cc)), named=True),
+    )
     both = (ps >= PASS) & (cc >= PASS)
     if both.all():
         verdict = "reproduced"
@@ -337,28 +386,38 @@ def _claim_a(latent: pl.DataFrame) -> dict:
         verdict = "partly reproduced"
     else:
         verdict = "not reproduced"
-    return {"measured": float(min(ps.min(), cc.min())), "target": f"PS >= {PASS} and CCGP >= {PASS} in every cell",
-            "verdict": verdict,
-            "details": f"min PS {ps.min():.3f} ({_cell_name(worst_ps)}), min CCGP {cc.min():.3f} "
-                       f"({_cell_name(worst_cc)}); {int(both.sum())}/{len(both)} cells pass both"}
+    return {
+        "measured": float(min(ps.min(), cc.min())),
+        "target": f"PS >= {PASS} and CCGP >= {PASS} in every cell",
+        "verdict": verdict,
+        "details": f"min PS {ps.min():.3f} ({_cell_name(worst_ps)}), min CCGP {cc.min():.3f} "
+        f"({_cell_name(worst_cc)}); {int(both.sum())}/{len(both)} cells pass both",
+    }
 
 
 def _claim_b(latent: pl.DataFrame) -> dict:
     keys = ["d", "width", "weight_decay", "activation", "depth"]
     layer = {l: latent.filter(pl.col("layer") == l).select(*keys, "ps_mean", "ccgp_mean") for l in LAYERS}
-    joined = layer["trained"].join(layer["input"], on=keys, suffix="_input").join(layer["untrained"], on=keys,
-                                                                                   suffix="_untrained")
+    joined = (
+        layer["trained"]
+        .join(layer["input"], on=keys, suffix="_input")
+        .join(layer["untrained"], on=keys, suffix="_untrained")
+    )
     diffs = {}
     for m in ("ps", "ccgp"):
         baseline = np.maximum(joined[f"{m}_mean_input"].to_numpy(), joined[f"{m}_mean_untrained"].to_numpy())
         diffs[m] = joined[f"{m}_mean"].to_numpy() - baseline
     lowest = min(diffs["ps"].min(), diffs["ccgp"].min())
-    verdict = ("reproduced" if lowest >= CLEAR_MARGIN else
-               "partly reproduced" if lowest > 0 else "not reproduced")
-    return {"measured": float(lowest), "target": f"trained - max(input, untrained) >= {CLEAR_MARGIN} for PS and CCGP",
-            "verdict": verdict,
-            "details": f"min PS gain {diffs['ps'].min():.3f}, min CCGP gain {diffs['ccgp'].min():.3f} "
-                       f"over {len(joined)} cells"}
+    verdict = (
+        "reproduced" if lowest >= CLEAR_MARGIN else "partly reproduced" if lowest > 0 else "not reproduced"
+    )
+    return {
+        "measured": float(lowest),
+        "target": f"trained - max(input, untrained) >= {CLEAR_MARGIN} for PS and CCGP",
+        "verdict": verdict,
+        "details": f"min PS gain {diffs['ps'].min():.3f}, min CCGP gain {diffs['ccgp'].min():.3f} "
+        f"over {len(joined)} cells",
+    }
 
 
 def _grows(vs_p: pl.DataFrame, metric: str) -> tuple[bool, float, float, float]:
@@ -375,31 +434,57 @@ def _grows(vs_p: pl.DataFrame, metric: str) -> tuple[bool, float, float, float]:
 def _claim_c(vs_p: pl.DataFrame) -> dict:
     target = f"Spearman(mean, P) >= {MIN_SPEARMAN} and mean at largest P > smallest + 2 SE, for PS and CCGP"
     if vs_p.filter(pl.col("layer") == "trained")["n_tasks"].n_unique() < 2:
-        return {"measured": None, "target": target, "verdict": "not run",
-                "details": "fewer than two values of P were trained"}
+        return {
+            "measured": None,
+            "target": target,
+            "verdict": "not run",
+            "details": "fewer than two values of P were trained",
+        }
     result = {m: _grows(vs_p, m) for m in ("ps", "ccgp")}
     n_grow = sum(r[0] for r in result.values())
     verdict = ("reproduced", "partly reproduced", "not reproduced")[2 - n_grow]
-    details = "; ".join(f"{m.upper()}: rho {r[1]:.2f}, largest - smallest P {r[2]:+.3f} (SE {r[3]:.3f}), "
-                        f"{'grows' if r[0] else 'does not grow'}" for m, r in result.items())
-    return {"measured": float(min(r[1] for r in result.values())), "target": target, "verdict": verdict,
-            "details": details}
+    details = "; ".join(
+        f"{m.upper()}: rho {r[1]:.2f}, largest - smallest P {r[2]:+.3f} (SE {r[3]:.3f}), "
+        f"{'grows' if r[0] else 'does not grow'}"
+        for m, r in result.items()
+    )
+    return {
+        "measured": float(min(r[1] for r in result.values())),
+        "target": target,
+        "verdict": verdict,
+        "details": details,
+    }
 
 
 def _claim_d(latent: pl.DataFrame) -> dict:
     trained = latent.filter(pl.col("layer") == "trained")
-    pairs = [("ps", "shuffle"), ("ps", "geometry"), ("ccgp", "shuffle"), ("ccgp", "geometry"),
-             ("shattering", "shuffle")]
-    diffs = {f"{m} vs {n}": trained[f"{m}_mean"].to_numpy() - trained[f"{m}_null_{n}_mean"].to_numpy()
-             for m, n in pairs}
+    pairs = [
+        ("ps", "shuffle"),
+        ("ps", "geometry"),
+        ("ccgp", "shuffle"),
+        ("ccgp", "geometry"),
+        ("shattering", "shuffle"),
+    ]
+    diffs = {
+        f"{m} vs {n}": trained[f"{m}_mean"].to_numpy() - trained[f"{m}_null_{n}_mean"].to_numpy()
+        for m, n in pairs
+    }
     every = np.concatenate(list(diffs.values()))
     every = every[np.isfinite(every)]
     lowest = float(every.min()) if every.size else float("nan")
-    verdict = ("reproduced" if every.size and lowest > 0 else
-               "partly reproduced" if every.size and (every > 0).mean() >= 0.5 else "not reproduced")
-    return {"measured": lowest, "target": "trained - null mean > 0 in every cell (PS, CCGP: both nulls; "
-                                          "shattering: shuffled)", "verdict": verdict,
-            "details": ", ".join(f"min {k} {v.min():.3f}" for k, v in diffs.items())}
+    verdict = (
+        "reproduced"
+        if every.size and lowest > 0
+        else "partly reproduced"
+        if every.size and (every > 0).mean() >= 0.5
+        else "not reproduced"
+    )
+    return {
+        "measured": lowest,
+        "target": "trained - null mean > 0 in every cell (PS, CCGP: both nulls; shattering: shuffled)",
+        "verdict": verdict,
+        "details": ", ".join(f"min {k} {v.min():.3f}" for k, v in diffs.items()),
+    }
 
 
 CLAIMS = {
@@ -414,18 +499,29 @@ def verdicts_table(summary: pl.DataFrame, vs_p: pl.DataFrame) -> pl.DataFrame:
     """One row per claim (a)-(d): id, claim, measured, target, verdict, details."""
     latent = summary.filter(pl.col("task") == "latent")
     if latent.is_empty():
-        outcomes = {k: {"measured": None, "target": "", "verdict": "not run", "details": "no latent-task rows"}
-                    for k in "abd"}
+        outcomes = {
+            k: {"measured": None, "target": "", "verdict": "not run", "details": "no latent-task rows"}
+            for k in "abd"
+        }
     else:
         outcomes = {"a": _claim_a(latent), "b": _claim_b(latent), "d": _claim_d(latent)}
     outcomes["c"] = _claim_c(vs_p)
-    return pl.DataFrame([{"id": k, "claim": CLAIMS[k], **outcomes[k]} for k in sorted(CLAIMS)],
-                        schema_overrides={"measured": pl.Float64})
+    return pl.DataFrame(
+        [{"id": k, "claim": CLAIMS[k], **outcomes[k]} for k in sorted(CLAIMS)],
+        schema_overrides={"measured": pl.Float64},
+    )
 
 
 SEQUENCE_METRICS = ("ps", "ps_task", "ps_observation", "ccgp", "ccgp_task", "ccgp_observation", "shattering")
-SEQUENCE_SCHEMA = {"model": pl.String, "metric": pl.String, "mean": pl.Float64, "sd": pl.Float64,
-                   "n_seeds": pl.Int64, "null_shuffle_mean": pl.Float64, "null_geometry_mean": pl.Float64}
+SEQUENCE_SCHEMA = {
+    "model": pl.String,
+    "metric": pl.String,
+    "mean": pl.Float64,
+    "sd": pl.Float64,
+    "n_seeds": pl.Int64,
+    "null_shuffle_mean": pl.Float64,
+    "null_geometry_mean": pl.Float64,
+}
 
 
 def sequence_table(records: list[dict]) -> pl.DataFrame:
@@ -435,10 +531,16 @@ def sequence_table(records: list[dict]) -> pl.DataFrame:
         mine = [r for r in records if r["model"] == model]
         for metric in SEQUENCE_METRICS:
             values = np.array([r[metric] for r in mine], dtype=np.float64)
-            rows.append({"model": model, "metric": metric, "mean": float(np.mean(values)),
-                         "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None,
-                         "n_seeds": len(values)}
-                        | {f"null_{n}_mean": float(np.mean([r[f"{metric}_null_{n}"] for r in mine])) for n in NULLS})
+            rows.append(
+                {
+                    "model": model,
+                    "metric": metric,
+                    "mean": float(np.mean(values)),
+                    "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                    "n_seeds": len(values),
+                }
+                | {f"null_{n}_mean": float(np.mean([r[f"{metric}_null_{n}"] for r in mine])) for n in NULLS}
+            )
     return pl.DataFrame(rows, schema=SEQUENCE_SCHEMA)
 
 
@@ -454,8 +556,11 @@ def tabulate(job: Job) -> dict:
     write_table(sequence_table(records), job.output["sequence"])
     networks = rows.filter(pl.col("layer") == "trained")
     metrics = {"n_networks": float(len(networks))}
-    metrics |= {f"claim_{r['id']}_measured": r["measured"] for r in verdicts.iter_rows(named=True)
-                if _finite(r["measured"])}
+    metrics |= {
+        f"claim_{r['id']}_measured": r["measured"]
+        for r in verdicts.iter_rows(named=True)
+        if _finite(r["measured"])
+    }
     metrics |= {f"claims_{v.replace(' ', '_')}": float((verdicts["verdict"] == v).sum()) for v in VERDICTS}
     return metrics
 
@@ -470,28 +575,47 @@ def _plot_by_architecture(summary: pl.DataFrame, path: Path) -> None:
     latent = summary.filter(pl.col("task") == "latent")
     keys = ["d", "width", "weight_decay", "activation", "depth"]
     order = {a: i for i, a in enumerate(ACTIVATIONS)}
-    cells = (latent.select(keys).unique()
-             .with_columns(pl.col("activation").replace_strict(order, default=len(order)).alias("_rank"))
-             .sort(["d", "width", "weight_decay", "depth", "_rank"]).drop("_rank"))
+    cells = (
+        latent.select(keys)
+        .unique()
+        .with_columns(pl.col("activation").replace_strict(order, default=len(order)).alias("_rank"))
+        .sort(["d", "width", "weight_decay", "depth", "_rank"])
+        .drop("_rank")
+    )
     several = cells.select("d", "width", "weight_decay").n_unique() > 1
-    labels = [f"{c['activation']}\nL{c['depth']}"
-              + (f"\nd{c['d']} w{c['width']} λ{c['weight_decay']}" if several else "")
-              for c in cells.iter_rows(named=True)]
-    fig, axes = plots.plt.subplots(2, 1, figsize=(max(4.0, 0.5 * len(cells) + 1.5), 6.4), constrained_layout=True)
+    labels = [
+        f"{c['activation']}\nL{c['depth']}"
+        + (f"\nd{c['d']} w{c['width']} λ{c['weight_decay']}" if several else "")
+        for c in cells.iter_rows(named=True)
+    ]
+    fig, axes = plots.plt.subplots(
+        2, 1, figsize=(max(4.0, 0.5 * len(cells) + 1.5), 6.4), constrained_layout=True
+    )
     x = np.arange(len(cells))
     for ax, metric in zip(axes, ("ps", "ccgp")):
         for i, layer in enumerate(LAYERS):
-            rows = cells.join(latent.filter(pl.col("layer") == layer), on=keys, how="left", maintain_order="left")
+            rows = cells.join(
+                latent.filter(pl.col("layer") == layer), on=keys, how="left", maintain_order="left"
+            )
             colour, marker = LAYER_STYLE[layer]
-            ax.errorbar(x + (i - 1) * 0.22, rows[f"{metric}_mean"].to_numpy(),
-                        yerr=rows[f"{metric}_sd"].fill_null(0).to_numpy(),
-                        fmt=marker, color=colour, ms=4, capsize=2, label=layer)
+            ax.errorbar(
+                x + (i - 1) * 0.22,
+                rows[f"{metric}_mean"].to_numpy(),
+                yerr=rows[f"{metric}_sd"].fill_null(0).to_numpy(),
+                fmt=marker,
+                color=colour,
+                ms=4,
+                capsize=2,
+                label=layer,
+            )
         ax.axhline(PASS, color="k", ls=":", lw=0.8, label=f"claim (a): {PASS}")
         if metric == "ccgp":
             ax.axhline(0.5, color="0.5", ls="--", lw=0.8, label="chance")
         ax.set_xticks(x, labels, fontsize=7)
-        ax.set(ylabel=METRIC_LABELS[metric],
-               title=f"{METRIC_LABELS[metric]} of the last hidden layer, latent tasks (mean ± sd over seeds)")
+        ax.set(
+            ylabel=METRIC_LABELS[metric],
+            title=f"{METRIC_LABELS[metric]} of the last hidden layer, latent tasks (mean ± sd over seeds)",
+        )
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     plots.save(fig, path)
 
@@ -510,9 +634,18 @@ def _plot_vs_p(vs_p: pl.DataFrame, path: Path) -> None:
             ax.fill_between(p, m - s, m + s, color=colour, alpha=0.15)
         trained = vs_p.filter(pl.col("layer") == "trained").sort("n_tasks")
         if not trained.is_empty():
-            ax.plot(trained["n_tasks"], trained[f"{metric}_null_shuffle_mean"], "k:", label="shuffled null (trained)")
-        ax.set(xscale="log", xlabel="random-hyperplane tasks P", ylabel=METRIC_LABELS[metric],
-               title=f"{METRIC_LABELS[metric]} vs P (mean ± sd)")
+            ax.plot(
+                trained["n_tasks"],
+                trained[f"{metric}_null_shuffle_mean"],
+                "k:",
+                label="shuffled null (trained)",
+            )
+        ax.set(
+            xscale="log",
+            xlabel="random-hyperplane tasks P",
+            ylabel=METRIC_LABELS[metric],
+            title=f"{METRIC_LABELS[metric]} vs P (mean ± sd)",
+        )
         if not trained.is_empty():
             ax.set_xticks(trained["n_tasks"].to_list(), [str(p) for p in trained["n_tasks"].to_list()])
             ax.minorticks_off()
@@ -524,7 +657,11 @@ def _plot_vs_p(vs_p: pl.DataFrame, path: Path) -> None:
 
 def _plot_vs_step(rows: pl.DataFrame, path: Path) -> None:
     during = rows.filter((pl.col("task") == "latent") & (pl.col("layer") == "during_training"))
-    curves = during.group_by("depth", "activation", "step").agg(pl.col("ps").mean()).sort("depth", "activation", "step")
+    curves = (
+        during.group_by("depth", "activation", "step")
+        .agg(pl.col("ps").mean())
+        .sort("depth", "activation", "step")
+    )
     depths = sorted(curves["depth"].unique().to_list()) or [None]
     fig, axes = plots.figure(len(depths), width=3.6)
     for ax, depth in zip(axes, depths):
@@ -532,8 +669,12 @@ def _plot_vs_step(rows: pl.DataFrame, path: Path) -> None:
             c = curves.filter((pl.col("depth") == depth) & (pl.col("activation") == activation))
             if not c.is_empty():
                 ax.plot(c["step"], c["ps"], marker=".", color=colour, label=activation)
-        ax.set(xlabel="training step", ylabel="PS (last hidden layer)", ylim=(-0.1, 1.05),
-               title=f"depth {depth}, latent tasks (seed mean)")
+        ax.set(
+            xlabel="training step",
+            ylabel="PS (last hidden layer)",
+            ylim=(-0.1, 1.05),
+            title=f"depth {depth}, latent tasks (seed mean)",
+        )
         ax.legend(fontsize=8)
     plots.save(fig, path)
 
@@ -544,13 +685,28 @@ def _plot_sequence(table: pl.DataFrame, path: Path) -> None:
     models = [m for m in plots.LABELS if m in set(table["model"].to_list())]
     x = np.arange(len(metrics))
     for i, model in enumerate(models):
-        rows = pl.DataFrame({"metric": metrics}).join(table.filter(pl.col("model") == model), on="metric",
-                                                      how="left", maintain_order="left")
+        rows = pl.DataFrame({"metric": metrics}).join(
+            table.filter(pl.col("model") == model), on="metric", how="left", maintain_order="left"
+        )
         offset = (i - (len(models) - 1) / 2) * 0.38
-        ax.bar(x + offset, rows["mean"].to_numpy(), 0.36, yerr=rows["sd"].fill_null(0).to_numpy(),
-               color=plots.COLOURS[model], label=plots.LABELS[model], capsize=2)
-        ax.scatter(x + offset, rows["null_shuffle_mean"].to_numpy(), marker="_", s=200, color="k", zorder=3,
-                   label="shuffled null" if i == 0 else None)
+        ax.bar(
+            x + offset,
+            rows["mean"].to_numpy(),
+            0.36,
+            yerr=rows["sd"].fill_null(0).to_numpy(),
+            color=plots.COLOURS[model],
+            label=plots.LABELS[model],
+            capsize=2,
+        )
+        ax.scatter(
+            x + offset,
+            rows["null_shuffle_mean"].to_numpy(),
+            marker="_",
+            s=200,
+            color="k",
+            zorder=3,
+            label="shuffled null" if i == 0 else None,
+        )
     ax.set_xticks(x, ["PS task", "PS observation", "CCGP task", "CCGP observation", "shattering"], fontsize=8)
     ax.set(ylabel="score", title="Sequence models: hidden-state geometry (mean ± sd)")
     if not models:

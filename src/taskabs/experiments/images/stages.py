@@ -54,21 +54,27 @@ Documented choices:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import dataclasses
 import logging
 import math
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 import torch
 import torch.nn.functional as F
+from scipy.special import softmax
 
 from taskabs import inference, ood
-from taskabs.calibration import accuracy_at_coverage, cross_fitted_confidence, expected_calibration_error, fit_temperature
+from taskabs.artifacts import load_checkpoint, load_frozen, save_checkpoint, write_json, write_table
+from taskabs.calibration import (
+    accuracy_at_coverage,
+    cross_fitted_confidence,
+    expected_calibration_error,
+    fit_temperature,
+)
 from taskabs.data.fetch import DEFAULT_DATASETS, fetch_dataset
 from taskabs.data.images import (
     load_cifar100,
@@ -78,7 +84,6 @@ from taskabs.data.images import (
     save_arrays,
     stratified_split,
 )
-from taskabs.artifacts import load_checkpoint, load_frozen, save_checkpoint, write_json, write_table
 from taskabs.models.image import (
     ClassifierConfig,
     ConditionalAutoencoder,
@@ -102,8 +107,13 @@ N_CLASSES = {"cifar100": 100}  # every other in-distribution set has 10 classes
 METHODS = ("one_step", "iterative", "exhaustive", "classifier")
 # name -> True if chosen after looking at results (reported, but flagged as post hoc)
 OOD_SCORES = {
-    "grad_norm": False, "grad_min": False, "grad_entropy": False, "loss_one_step_z": False,
-    "neg_max_softmax": False, "energy": False, "grad_mean_posthoc": True,
+    "grad_norm": False,
+    "grad_min": False,
+    "grad_entropy": False,
+    "loss_one_step_z": False,
+    "neg_max_softmax": False,
+    "energy": False,
+    "grad_mean_posthoc": True,
 }
 GBI_SCORES = ("grad_norm", "grad_min", "grad_entropy", "loss_one_step_z", "grad_mean_posthoc")
 # calibration method -> confidence column in the scores table
@@ -114,9 +124,13 @@ CONFIDENCES = {
     "classifier": "conf_classifier",
     "classifier_temperature": "conf_classifier_temperature",
 }
-CALIBRATION_PREDICTIONS = {"gbi_one_step": "one_step", "gbi_one_step_temperature": "one_step",
-                           "gbi_iterative": "iterative", "classifier": "classifier",
-                           "classifier_temperature": "classifier"}
+CALIBRATION_PREDICTIONS = {
+    "gbi_one_step": "one_step",
+    "gbi_one_step_temperature": "one_step",
+    "gbi_iterative": "iterative",
+    "classifier": "classifier",
+    "classifier_temperature": "classifier",
+}
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -168,8 +182,10 @@ def fetch(job: Job) -> dict:
     n_bytes = 0
     for name, every_file in needed_datasets(data).items():
         if name not in registry:
-            raise ValueError(f"dataset {name!r} is neither declared in images.data.datasets nor one of "
-                             f"{sorted(DEFAULT_DATASETS)} (generated OOD sets: {list(GENERATED_OOD)})")
+            raise ValueError(
+                f"dataset {name!r} is neither declared in images.data.datasets nor one of "
+                f"{sorted(DEFAULT_DATASETS)} (generated OOD sets: {list(GENERATED_OOD)})"
+            )
         dataset = registry[name]
         test_files = {f: pin for f, pin in dataset["files"].items() if f.startswith("t10k-")}
         if not every_file and test_files:
@@ -194,13 +210,18 @@ def load_in_distribution(data: dict, raw: Path) -> dict[str, np.ndarray]:
         images, labels = load_images(name, folder, split="all")
         if data.get("n_test") is None:
             raise ValueError(f"{name} has no official test split: set images.data.n_test")
-        train_idx, test_idx = stratified_split(labels, n_test=data["n_test"],
-                                               rng=named_rng(data["seed"], "split"))
+        train_idx, test_idx = stratified_split(
+            labels, n_test=data["n_test"], rng=named_rng(data["seed"], "split")
+        )
         train, test = (images[train_idx], labels[train_idx]), (images[test_idx], labels[test_idx])
     keep_test = _subsample(test[1], data.get("n_test"), named_rng(data["seed"], "test"))
     keep_train = _subsample(train[1], data.get("n_train"), named_rng(data["seed"], "train"))
-    return {"train_images": train[0][keep_train], "train_labels": train[1][keep_train],
-            "test_images": test[0][keep_test], "test_labels": test[1][keep_test]}
+    return {
+        "train_images": train[0][keep_train],
+        "train_labels": train[1][keep_train],
+        "test_images": test[0][keep_test],
+        "test_labels": test[1][keep_test],
+    }
 
 
 def make_ood_set(name: str, data: dict, raw: Path) -> np.ndarray:
@@ -227,16 +248,23 @@ def prepare(job: Job) -> dict:
     ood_sets = {name: make_ood_set(name, data, raw) for name in data["ood"]}
     for name, images in ood_sets.items():
         if images.shape[1:] != shape:
-            raise ValueError(f"OOD set {name} has images {images.shape[1:]}, the in-distribution set "
-                             f"{data['in_distribution']} has {shape}: set images.data.ood accordingly")
+            raise ValueError(
+                f"OOD set {name} has images {images.shape[1:]}, the in-distribution set "
+                f"{data['in_distribution']} has {shape}: set images.data.ood accordingly"
+            )
     meta = {"n_classes": np.int64(n_classes), "dataset": np.str_(data["in_distribution"])}
-    save_arrays(job.output["train"], {"images": arrays["train_images"], "labels": arrays["train_labels"],
-                                      **meta})
-    save_arrays(job.output["test"], {"images": arrays["test_images"], "labels": arrays["test_labels"],
-                                     **meta})
+    save_arrays(
+        job.output["train"], {"images": arrays["train_images"], "labels": arrays["train_labels"], **meta}
+    )
+    save_arrays(
+        job.output["test"], {"images": arrays["test_images"], "labels": arrays["test_labels"], **meta}
+    )
     save_arrays(job.output["ood"], ood_sets)
-    return {"n_train": float(len(arrays["train_labels"])), "n_test": float(len(arrays["test_labels"])),
-            **{f"n_ood_{name}": float(len(v)) for name, v in ood_sets.items()}}
+    return {
+        "n_train": float(len(arrays["train_labels"])),
+        "n_test": float(len(arrays["test_labels"])),
+        **{f"n_ood_{name}": float(len(v)) for name, v in ood_sets.items()},
+    }
 
 
 # --------------------------------------------------------------------------------- training
@@ -253,26 +281,42 @@ def _fit(job: Job, model: torch.nn.Module, section: str, model_config) -> dict:
 
     def step_loss(net, step):
         epoch, i = divmod(step, per_epoch)
-        idx = order[epoch, i * batch:(i + 1) * batch]
+        idx = order[epoch, i * batch : (i + 1) * batch]
         return net.training_loss(x[idx], y[idx]), {}
 
     model.to(job.device)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     model_dict = dataclasses.asdict(model_config)
-    result = run_training(model, optimiser, step_loss, steps=epochs * per_epoch,
-                          checkpoint_path=Path(job.params["checkpoint"]),
-                          checkpoint_every=cfg["checkpoint_every"],
-                          resolved_config={**cfg, "model_config": model_dict, "n_train": n,
-                                           "seed": job.seed, "kind": section},
-                          description=f"image {section} seed {job.seed}")
+    result = run_training(
+        model,
+        optimiser,
+        step_loss,
+        steps=epochs * per_epoch,
+        checkpoint_path=Path(job.params["checkpoint"]),
+        checkpoint_every=cfg["checkpoint_every"],
+        resolved_config={**cfg, "model_config": model_dict, "n_train": n, "seed": job.seed, "kind": section},
+        description=f"image {section} seed {job.seed}",
+    )
     losses = result.history["loss"]
-    save_checkpoint({"model": model.cpu().state_dict(), "model_config": model_dict, "config": cfg,
-                 "kind": section, "seed": job.seed, "history": result.history}, job.output["model"])
+    save_checkpoint(
+        {
+            "model": model.cpu().state_dict(),
+            "model_config": model_dict,
+            "config": cfg,
+            "kind": section,
+            "seed": job.seed,
+            "history": result.history,
+        },
+        job.output["model"],
+    )
     write_table(pl.DataFrame({"step": np.arange(len(losses)), "loss": losses}), job.output["curve"])
     Path(job.params["checkpoint"]).unlink(missing_ok=True)  # only needed to resume this job
-    job.log_curve("train_loss", losses[::max(1, len(losses) // 200)])
-    return {"final_loss": float(np.mean(losses[-per_epoch:])), "steps": float(len(losses)),
-            "resumed_from_step": float(result.resumed_from)}
+    job.log_curve("train_loss", losses[:: max(1, len(losses) // 200)])
+    return {
+        "final_loss": float(np.mean(losses[-per_epoch:])),
+        "steps": float(len(losses)),
+        "resumed_from_step": float(result.resumed_from),
+    }
 
 
 def _shape_of(job: Job) -> tuple[int, int]:
@@ -286,8 +330,13 @@ def train_generative(job: Job) -> dict:
     cfg = job.config["generative"]
     n_pixels, n_classes = _shape_of(job)
     model_config = ConditionalAutoencoderConfig(
-        n_classes=n_classes, n_pixels=n_pixels, hidden=cfg["hidden"], bottleneck=cfg["bottleneck"],
-        kl_weight=float(cfg["kl_weight"]), loss=cfg["loss"])
+        n_classes=n_classes,
+        n_pixels=n_pixels,
+        hidden=cfg["hidden"],
+        bottleneck=cfg["bottleneck"],
+        kl_weight=float(cfg["kl_weight"]),
+        loss=cfg["loss"],
+    )
     return _fit(job, ConditionalAutoencoder(model_config, device=job.device), "generative", model_config)
 
 
@@ -323,21 +372,35 @@ def gbi_batch(gen: ConditionalAutoencoder, clf: MLPClassifier, x: torch.Tensor, 
         return gen.loss_from_code(x, h, z)
 
     g = inference.one_step(loss_fn, B, C, device=x.device)  # (B, C)
-    iterative = inference.iterative(loss_fn, B, C, steps=cfg["iterative_steps"], lr=cfg["iterative_lr"],
-                                    uniform_pull=cfg["uniform_pull"], simplex=True, device=x.device)
+    iterative = inference.iterative(
+        loss_fn,
+        B,
+        C,
+        steps=cfg["iterative_steps"],
+        lr=cfg["iterative_lr"],
+        uniform_pull=cfg["uniform_pull"],
+        simplex=True,
+        device=x.device,
+    )
     exhaustive = inference.exhaustive(loss_fn, B, C, device=x.device)  # (B, C)
     with torch.no_grad():
         loss_one_step_z = loss_fn(F.one_hot(g.argmin(1), C).to(x.dtype))  # (B,)
         logits = clf(x)  # (B, C)
-    return {"g": g.cpu().numpy(), "z_iterative": iterative.z.cpu().numpy(),
-            "exhaustive": exhaustive.cpu().numpy(), "loss_one_step_z": loss_one_step_z.cpu().numpy(),
-            "logits": logits.cpu().numpy()}
+    return {
+        "g": g.cpu().numpy(),
+        "z_iterative": iterative.z.cpu().numpy(),
+        "exhaustive": exhaustive.cpu().numpy(),
+        "loss_one_step_z": loss_one_step_z.cpu().numpy(),
+        "logits": logits.cpu().numpy(),
+    }
 
 
 def run_methods(gen, clf, images: np.ndarray, cfg: dict, device) -> dict[str, np.ndarray]:
     """:func:`gbi_batch` over ``images`` in batches of ``cfg['batch']``, concatenated."""
-    parts = [gbi_batch(gen, clf, as_float(images[i:i + cfg["batch"]], device), cfg)
-             for i in range(0, len(images), cfg["batch"])]
+    parts = [
+        gbi_batch(gen, clf, as_float(images[i : i + cfg["batch"]], device), cfg)
+        for i in range(0, len(images), cfg["batch"])
+    ]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -368,8 +431,12 @@ def infer(job: Job) -> dict:
     out = run_methods(gen, clf, np.concatenate([s[1] for s in sets]), cfg, job.device)
     set_of = np.concatenate([[name] * len(s[1]) for name, *s in sets]).astype(str)
     is_test = set_of == "test"
-    preds = {"one_step": out["g"].argmin(1), "iterative": out["z_iterative"].argmax(1),
-             "exhaustive": out["exhaustive"].argmin(1), "classifier": out["logits"].argmax(1)}
+    preds = {
+        "one_step": out["g"].argmin(1),
+        "iterative": out["z_iterative"].argmax(1),
+        "exhaustive": out["exhaustive"].argmin(1),
+        "classifier": out["logits"].argmax(1),
+    }
 
     # confidences: T fitted on in-distribution labels only (cross-fitted for the test rows)
     t_gbi = fit_temperature(-out["g"][is_test], labels)
@@ -382,18 +449,25 @@ def infer(job: Job) -> dict:
         "conf_classifier_temperature": softmax(out["logits"] / t_clf, axis=1).max(1),
     }
     conf["conf_gbi_one_step_temperature"][is_test], t_gbi_folds = cross_fitted_confidence(
-        -out["g"][is_test], labels)
+        -out["g"][is_test], labels
+    )
     conf["conf_classifier_temperature"][is_test], t_clf_folds = cross_fitted_confidence(
-        out["logits"][is_test], labels)
+        out["logits"][is_test], labels
+    )
     scores = ood_scores(out, t_gbi)
 
     all_labels = np.concatenate([s[2] for s in sets])
-    table = pl.DataFrame({
-        "seed": np.full(len(set_of), job.seed), "set": set_of,
-        "index": np.concatenate([np.arange(len(s[1])) for s in sets]), "label": all_labels,
-        **{f"pred_{m}": p for m, p in preds.items()}, **conf,
-        **{f"score_{k}": v for k, v in scores.items()},
-    })
+    table = pl.DataFrame(
+        {
+            "seed": np.full(len(set_of), job.seed),
+            "set": set_of,
+            "index": np.concatenate([np.arange(len(s[1])) for s in sets]),
+            "label": all_labels,
+            **{f"pred_{m}": p for m, p in preds.items()},
+            **conf,
+            **{f"score_{k}": v for k, v in scores.items()},
+        }
+    )
     write_table(table, job.output["scores"])
 
     accuracy = {m: float(np.mean(p[is_test] == labels)) for m, p in preds.items()}
@@ -403,26 +477,48 @@ def infer(job: Job) -> dict:
         is_ood = set_of[rows] == name
         for score, posthoc in OOD_SCORES.items():
             s = scores[score][rows]
-            ood_rows.append({"score": score, "ood_set": name, "posthoc": posthoc,
-                             "auroc": ood.auroc(s, is_ood),
-                             "fpr95": ood.fpr_at_tpr(-s, ~is_ood, tpr=0.95)})
+            ood_rows.append(
+                {
+                    "score": score,
+                    "ood_set": name,
+                    "posthoc": posthoc,
+                    "auroc": ood.auroc(s, is_ood),
+                    "fpr95": ood.fpr_at_tpr(-s, ~is_ood, tpr=0.95),
+                }
+            )
     temperatures = {"gbi_one_step_temperature": t_gbi_folds, "classifier_temperature": t_clf_folds}
     calibration = []
     for method, column in CONFIDENCES.items():
         c = conf[column][is_test]
         correct = preds[CALIBRATION_PREDICTIONS[method]][is_test] == labels
-        calibration.append({
-            "method": method, "ece": expected_calibration_error(c, correct, n_bins=cfg["ece_bins"]),
-            "temperature": float(np.mean(temperatures.get(method, [1.0]))),
-            **{f"acc_at_cov{round(100 * q)}": accuracy_at_coverage(c, correct, q) for q in cfg["coverages"]},
-        })
-    write_json(job.output["metrics"], {
-        "seed": job.seed, "in_distribution": str(test["dataset"]), "n_classes": gen.config.n_classes,
-        "n_test": int(is_test.sum()), "accuracy": accuracy,
-        "agreement_one_step_exhaustive": float(np.mean(preds["one_step"][is_test] == preds["exhaustive"][is_test])),
-        "temperature_gbi": t_gbi, "temperature_classifier": t_clf,
-        "ood": ood_rows, "calibration": calibration,
-    })
+        calibration.append(
+            {
+                "method": method,
+                "ece": expected_calibration_error(c, correct, n_bins=cfg["ece_bins"]),
+                "temperature": float(np.mean(temperatures.get(method, [1.0]))),
+                **{
+                    f"acc_at_cov{round(100 * q)}": accuracy_at_coverage(c, correct, q)
+                    for q in cfg["coverages"]
+                },
+            }
+        )
+    write_json(
+        job.output["metrics"],
+        {
+            "seed": job.seed,
+            "in_distribution": str(test["dataset"]),
+            "n_classes": gen.config.n_classes,
+            "n_test": int(is_test.sum()),
+            "accuracy": accuracy,
+            "agreement_one_step_exhaustive": float(
+                np.mean(preds["one_step"][is_test] == preds["exhaustive"][is_test])
+            ),
+            "temperature_gbi": t_gbi,
+            "temperature_classifier": t_clf,
+            "ood": ood_rows,
+            "calibration": calibration,
+        },
+    )
     metrics = {f"accuracy_{m}": v for m, v in accuracy.items()}
     metrics |= {f"auroc_{r['score']}_{r['ood_set']}": r["auroc"] for r in ood_rows}
     metrics |= {f"fpr95_{r['score']}_{r['ood_set']}": r["fpr95"] for r in ood_rows}
@@ -431,7 +527,9 @@ def infer(job: Job) -> dict:
 
 
 # ---------------------------------------------------------------------------- recomposition
-def mixture_pairs(labels: np.ndarray, n_pairs: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def mixture_pairs(
+    labels: np.ndarray, n_pairs: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """``n_pairs`` index pairs (a, b) of test images with different labels: two (n_pairs,) arrays."""
     if np.unique(labels).size < 2:
         raise ValueError("mixtures need test images of at least two classes")
@@ -456,8 +554,10 @@ def recompose(job: Job) -> dict:
     images, labels = test["images"].astype(np.float32) / 255.0, test["labels"]
     a, b = mixture_pairs(labels, cfg["pairs"], np.random.default_rng(cfg["seed"]))
     alphas = np.asarray(cfg["alphas"], dtype=np.float32)
-    mixed = alphas[:, None, None] * images[a].reshape(len(a), -1)[None] \
-        + (1 - alphas[:, None, None]) * images[b].reshape(len(b), -1)[None]  # (A, P, D)
+    mixed = (
+        alphas[:, None, None] * images[a].reshape(len(a), -1)[None]
+        + (1 - alphas[:, None, None]) * images[b].reshape(len(b), -1)[None]
+    )  # (A, P, D)
     x = torch.from_numpy(mixed.reshape(-1, mixed.shape[-1])).to(job.device)  # (A*P, D)
     B, C = len(x), gen.config.n_classes
     with torch.no_grad():
@@ -466,8 +566,16 @@ def recompose(job: Job) -> dict:
     def loss_fn(z):
         return gen.loss_from_code(x, h, z)
 
-    result = inference.iterative(loss_fn, B, C, steps=cfg["steps"], lr=cfg["lr"], simplex=True,
-                                 uniform_pull=cfg["uniform_pull"], device=job.device)
+    result = inference.iterative(
+        loss_fn,
+        B,
+        C,
+        steps=cfg["steps"],
+        lr=cfg["lr"],
+        simplex=True,
+        uniform_pull=cfg["uniform_pull"],
+        device=job.device,
+    )
     g = inference.one_step(loss_fn, B, C, device=job.device)
     best_one_hot = inference.exhaustive(loss_fn, B, C, device=job.device).min(1).values
     z = result.z.cpu().numpy()
@@ -475,21 +583,31 @@ def recompose(job: Job) -> dict:
     rows = np.arange(B)
     mass_a, mass_b = z[rows, class_a], z[rows, class_b]
     one_step = g.argmin(1).cpu().numpy()
-    frame = pl.DataFrame({
-        "alpha": np.repeat(np.asarray(cfg["alphas"], dtype=np.float64), len(a)),
-        "mass_a": mass_a, "mass_b": mass_b, "mass_other": 1.0 - mass_a - mass_b,
-        "one_step_is_a": (one_step == class_a).astype(np.float64),
-        "one_step_is_b": (one_step == class_b).astype(np.float64),
-        "loss_uniform": result.loss_trace[0].cpu().numpy(),
-        "loss_optimised": result.loss_trace[-1].cpu().numpy(),
-        "loss_best_one_hot": best_one_hot.cpu().numpy(),
-    })
-    table = (frame.group_by("alpha", maintain_order=True).agg(pl.all().mean())
-             .with_columns(n_pairs=pl.lit(len(a)), seed=pl.lit(job.seed)).sort("alpha"))
+    frame = pl.DataFrame(
+        {
+            "alpha": np.repeat(np.asarray(cfg["alphas"], dtype=np.float64), len(a)),
+            "mass_a": mass_a,
+            "mass_b": mass_b,
+            "mass_other": 1.0 - mass_a - mass_b,
+            "one_step_is_a": (one_step == class_a).astype(np.float64),
+            "one_step_is_b": (one_step == class_b).astype(np.float64),
+            "loss_uniform": result.loss_trace[0].cpu().numpy(),
+            "loss_optimised": result.loss_trace[-1].cpu().numpy(),
+            "loss_best_one_hot": best_one_hot.cpu().numpy(),
+        }
+    )
+    table = (
+        frame.group_by("alpha", maintain_order=True)
+        .agg(pl.all().mean())
+        .with_columns(n_pairs=pl.lit(len(a)), seed=pl.lit(job.seed))
+        .sort("alpha")
+    )
     write_table(table, job.output["table"])
     half = table.filter((pl.col("alpha") - 0.5).abs() < 1e-6)
-    metrics = {"mass_a_at_alpha_max": float(table["mass_a"][-1]),
-               "mass_b_at_alpha_min": float(table["mass_b"][0])}
+    metrics = {
+        "mass_a_at_alpha_max": float(table["mass_a"][-1]),
+        "mass_b_at_alpha_min": float(table["mass_b"][0]),
+    }
     if len(half):
         metrics["mass_ab_at_alpha_half"] = float(half["mass_a"][0] + half["mass_b"][0])
     return metrics

@@ -9,15 +9,15 @@ pre-registered GBI score row carries it), 0.73 for the classifier's max-softmax.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from taskabs import calibration, ood, plots
+from taskabs.artifacts import write_table
 from taskabs.experiments.images.stages import (
     CALIBRATION_PREDICTIONS,
     CONFIDENCES,
@@ -26,7 +26,6 @@ from taskabs.experiments.images.stages import (
     OOD_SCORES,
 )
 from taskabs.tables import mean_sd, read_table
-from taskabs.artifacts import write_table
 
 if TYPE_CHECKING:  # stages see a Job; importing the job machinery would put it in their code hash
     from taskabs.pipeline.jobs import Job
@@ -39,12 +38,25 @@ PAPER_ACCURACY = {
 PAPER_AUROC_FASHION = {**{s: 0.89 for s in GBI_SCORES if not OOD_SCORES[s]}, "neg_max_softmax": 0.73}
 
 COLOURS = {"one_step": "#1f77b4", "iterative": "#2ca02c", "exhaustive": "#9467bd", "classifier": "#d62728"}
-LABELS = {"one_step": "one-step GBI", "iterative": "iterative GBI", "exhaustive": "exhaustive likelihood",
-          "classifier": "classifier"}
-ROC_SCORES = {"loss_one_step_z": "#1f77b4", "grad_norm": "#17becf", "grad_entropy": "#2ca02c",
-              "neg_max_softmax": "#d62728", "energy": "#ff7f0e"}
-CALIBRATION_PLOTTED = {"gbi_one_step_temperature": "#1f77b4", "gbi_iterative": "#2ca02c",
-                       "classifier": "#d62728", "classifier_temperature": "#ff7f0e"}
+LABELS = {
+    "one_step": "one-step GBI",
+    "iterative": "iterative GBI",
+    "exhaustive": "exhaustive likelihood",
+    "classifier": "classifier",
+}
+ROC_SCORES = {
+    "loss_one_step_z": "#1f77b4",
+    "grad_norm": "#17becf",
+    "grad_entropy": "#2ca02c",
+    "neg_max_softmax": "#d62728",
+    "energy": "#ff7f0e",
+}
+CALIBRATION_PLOTTED = {
+    "gbi_one_step_temperature": "#1f77b4",
+    "gbi_iterative": "#2ca02c",
+    "classifier": "#d62728",
+    "classifier_temperature": "#ff7f0e",
+}
 
 
 def _inputs(job: Job, name: str) -> list[Path]:
@@ -67,27 +79,48 @@ def tabulate(job: Job) -> dict:
         raise ValueError(f"metrics from different in-distribution sets: {sorted(datasets)}")
     dataset = datasets.pop()
 
-    accuracy = pl.DataFrame([{"seed": r["seed"], "method": m, "value": r["accuracy"][m]}
-                             for r in runs for m in METHODS])
-    accuracy = (accuracy.group_by("method", maintain_order=True)
-                .agg(pl.col("value").mean().alias("mean"), pl.col("value").std().alias("sd"),
-                     pl.len().alias("n_seeds"))
-                .with_columns(paper=pl.col("method").replace_strict(PAPER_ACCURACY.get(dataset, {}),
-                                                                     default=None, return_dtype=pl.Float64),
-                              in_distribution=pl.lit(dataset)))
+    accuracy = pl.DataFrame(
+        [{"seed": r["seed"], "method": m, "value": r["accuracy"][m]} for r in runs for m in METHODS]
+    )
+    accuracy = (
+        accuracy.group_by("method", maintain_order=True)
+        .agg(
+            pl.col("value").mean().alias("mean"), pl.col("value").std().alias("sd"), pl.len().alias("n_seeds")
+        )
+        .with_columns(
+            paper=pl.col("method").replace_strict(
+                PAPER_ACCURACY.get(dataset, {}), default=None, return_dtype=pl.Float64
+            ),
+            in_distribution=pl.lit(dataset),
+        )
+    )
     write_table(accuracy, job.output["accuracy"])
 
-    ood_rows = pl.DataFrame([{"seed": r["seed"], **row} for r in runs for row in r["ood"]],
-                            schema_overrides={"auroc": pl.Float64, "fpr95": pl.Float64})
+    ood_rows = pl.DataFrame(
+        [{"seed": r["seed"], **row} for r in runs for row in r["ood"]],
+        schema_overrides={"auroc": pl.Float64, "fpr95": pl.Float64},
+    )
     if len(ood_rows):
         ood_table = mean_sd(ood_rows, ["score", "ood_set", "posthoc"], ["auroc", "fpr95"])
-        ood_table = ood_table.with_columns(paper_auroc=pl.struct("score", "ood_set").map_elements(
-            lambda row: paper_auroc(row["score"], row["ood_set"], dataset), return_dtype=pl.Float64))
+        ood_table = ood_table.with_columns(
+            paper_auroc=pl.struct("score", "ood_set").map_elements(
+                lambda row: paper_auroc(row["score"], row["ood_set"], dataset), return_dtype=pl.Float64
+            )
+        )
     else:  # e.g. CIFAR-100, accuracy only
-        ood_table = pl.DataFrame(schema={"score": pl.String, "ood_set": pl.String, "posthoc": pl.Boolean,
-                                         "auroc_mean": pl.Float64, "auroc_sd": pl.Float64,
-                                         "fpr95_mean": pl.Float64, "fpr95_sd": pl.Float64,
-                                         "n_seeds": pl.UInt32, "paper_auroc": pl.Float64})
+        ood_table = pl.DataFrame(
+            schema={
+                "score": pl.String,
+                "ood_set": pl.String,
+                "posthoc": pl.Boolean,
+                "auroc_mean": pl.Float64,
+                "auroc_sd": pl.Float64,
+                "fpr95_mean": pl.Float64,
+                "fpr95_sd": pl.Float64,
+                "n_seeds": pl.UInt32,
+                "paper_auroc": pl.Float64,
+            }
+        )
     write_table(ood_table, job.output["ood"])
 
     calibration = pl.DataFrame([{"seed": r["seed"], **row} for r in runs for row in r["calibration"]])
@@ -113,23 +146,45 @@ def _scores(job: Job) -> pl.DataFrame:
 
 def plot_accuracy(accuracy: pl.DataFrame, scores: pl.DataFrame, path) -> None:
     test = scores.filter(pl.col("set") == "test")
-    per_seed = test.group_by("seed").agg(
-        *[(pl.col(f"pred_{m}") == pl.col("label")).mean().alias(m) for m in METHODS]).sort("seed")
+    per_seed = (
+        test.group_by("seed")
+        .agg(*[(pl.col(f"pred_{m}") == pl.col("label")).mean().alias(m) for m in METHODS])
+        .sort("seed")
+    )
     fig, (ax,) = plots.figure(width=5)
     rows = {m: accuracy.filter(pl.col("method") == m) for m in METHODS}
     for i, m in enumerate(METHODS):
         ax.bar(i, rows[m]["mean"][0], color=COLOURS[m], alpha=0.7)
-        ax.scatter(np.full(len(per_seed), i) + np.linspace(-0.15, 0.15, len(per_seed)), per_seed[m],
-                   color="k", s=12, zorder=3, label="seeds" if i == 0 else None)
+        ax.scatter(
+            np.full(len(per_seed), i) + np.linspace(-0.15, 0.15, len(per_seed)),
+            per_seed[m],
+            color="k",
+            s=12,
+            zorder=3,
+            label="seeds" if i == 0 else None,
+        )
         paper = rows[m]["paper"][0]
         if paper is not None:
-            ax.hlines(paper, i - 0.4, i + 0.4, colors="k", linestyles="--",
-                      label="paper" if m == "one_step" else None)
-    low = min([float(per_seed.select(METHODS).min_horizontal().min()),
-               *(r["paper"][0] for r in rows.values() if r["paper"][0] is not None)])
+            ax.hlines(
+                paper,
+                i - 0.4,
+                i + 0.4,
+                colors="k",
+                linestyles="--",
+                label="paper" if m == "one_step" else None,
+            )
+    low = min(
+        [
+            float(per_seed.select(METHODS).min_horizontal().min()),
+            *(r["paper"][0] for r in rows.values() if r["paper"][0] is not None),
+        ]
+    )
     ax.set_xticks(range(len(METHODS)), [LABELS[m] for m in METHODS], rotation=15)
-    ax.set(ylabel="test accuracy", ylim=(max(0.0, low - 0.05), 1.0),
-           title=f"Task inference ({accuracy['in_distribution'][0]})")
+    ax.set(
+        ylabel="test accuracy",
+        ylim=(max(0.0, low - 0.05), 1.0),
+        title=f"Task inference ({accuracy['in_distribution'][0]})",
+    )
     ax.legend(fontsize=8, loc="lower right")
     plots.save(fig, path)
 
@@ -143,12 +198,17 @@ def plot_roc(ood_table: pl.DataFrame, scores: pl.DataFrame, path) -> None:
             summary = ood_table.filter((pl.col("score") == score) & (pl.col("ood_set") == ood_set))
             label = f"{score} ({summary['auroc_mean'][0]:.3f})"
             for i, (_, seed_rows) in enumerate(rows.group_by("seed", maintain_order=True)):
-                fpr, tpr, _ = ood.roc_curve(seed_rows[f"score_{score}"].to_numpy(),
-                                            (seed_rows["set"] == ood_set).to_numpy())
+                fpr, tpr, _ = ood.roc_curve(
+                    seed_rows[f"score_{score}"].to_numpy(), (seed_rows["set"] == ood_set).to_numpy()
+                )
                 ax.plot(fpr, tpr, color=colour, lw=1, alpha=0.7, label=label if i == 0 else None)
         ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls=":")
-        ax.set(xlabel="false-positive rate (in-distribution)", ylabel="true-positive rate (OOD)",
-               title=f"test vs {ood_set}", aspect="equal")
+        ax.set(
+            xlabel="false-positive rate (in-distribution)",
+            ylabel="true-positive rate (OOD)",
+            title=f"test vs {ood_set}",
+            aspect="equal",
+        )
         ax.legend(fontsize=6, loc="lower right", title="score (mean AUROC)", title_fontsize=6)
     if not sets:
         axes[0].text(0.5, 0.5, "no OOD sets configured", ha="center", va="center")
@@ -165,8 +225,14 @@ def plot_calibration(scores: pl.DataFrame, n_bins: int, path) -> None:
         bins = calibration.reliability_bins(conf, correct, n_bins=n_bins)
         filled = bins["count"] > 0
         ece = calibration.expected_calibration_error(conf, correct, n_bins=n_bins)
-        reliability.plot(bins["confidence"][filled], bins["accuracy"][filled], marker="o", ms=3,
-                         color=colour, label=f"{method} (ECE {ece:.3f})")
+        reliability.plot(
+            bins["confidence"][filled],
+            bins["accuracy"][filled],
+            marker="o",
+            ms=3,
+            color=colour,
+            label=f"{method} (ECE {ece:.3f})",
+        )
         curves = []
         grid = np.linspace(0.05, 1.0, 96)
         for _, seed_rows in test.group_by("seed", maintain_order=True):
@@ -175,11 +241,19 @@ def plot_calibration(scores: pl.DataFrame, n_bins: int, path) -> None:
             cov, acc, _ = calibration.accuracy_coverage_curve(c, hit)
             curves.append(np.interp(grid, cov, acc))
         coverage.plot(grid, np.mean(curves, axis=0), color=colour, label=method)
-    reliability.set(xlabel="confidence", ylabel="accuracy", title="Reliability (test, all seeds)",
-                    xlim=(0, 1), ylim=(0, 1))
+    reliability.set(
+        xlabel="confidence",
+        ylabel="accuracy",
+        title="Reliability (test, all seeds)",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     reliability.legend(fontsize=6, loc="upper left")
-    coverage.set(xlabel="coverage (most confident first)", ylabel="accuracy",
-                 title="Accuracy-coverage (mean over seeds)")
+    coverage.set(
+        xlabel="coverage (most confident first)",
+        ylabel="accuracy",
+        title="Accuracy-coverage (mean over seeds)",
+    )
     coverage.legend(fontsize=6, loc="lower left")
     plots.save(fig, path)
 
@@ -187,13 +261,20 @@ def plot_calibration(scores: pl.DataFrame, n_bins: int, path) -> None:
 def plot_recomposition(table: pl.DataFrame, path) -> None:
     fig, (ax,) = plots.figure(width=5)
     alpha = table["alpha"].to_numpy()
-    for column, label, colour in (("mass_a", "class a", "#1f77b4"), ("mass_b", "class b", "#d62728"),
-                                  ("mass_other", "other classes", "0.5")):
+    for column, label, colour in (
+        ("mass_a", "class a", "#1f77b4"),
+        ("mass_b", "class b", "#d62728"),
+        ("mass_other", "other classes", "0.5"),
+    ):
         m, s = table[f"{column}_mean"].to_numpy(), table[f"{column}_sd"].fill_null(0).to_numpy()
         ax.plot(alpha, m, marker="o", color=colour, label=label)
         ax.fill_between(alpha, m - s, m + s, color=colour, alpha=0.2)
-    ax.set(xlabel="α  (input = α·x_a + (1−α)·x_b)", ylabel="mass of iterative z", ylim=(0, 1),
-           title="Recomposition: z of mixed digits")
+    ax.set(
+        xlabel="α  (input = α·x_a + (1−α)·x_b)",
+        ylabel="mass of iterative z",
+        ylim=(0, 1),
+        title="Recomposition: z of mixed digits",
+    )
     ax.legend(fontsize=8)
     plots.save(fig, path)
 

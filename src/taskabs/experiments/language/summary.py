@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -17,7 +16,11 @@ if TYPE_CHECKING:  # stages see a Job; importing the job machinery would put it 
     from taskabs.pipeline.jobs import Job
 
 METHODS = ("one_step", "iterative", "exhaustive")
-METHOD_LABELS = {"one_step": "one-step GBI", "iterative": "iterative GBI", "exhaustive": "exhaustive likelihood"}
+METHOD_LABELS = {
+    "one_step": "one-step GBI",
+    "iterative": "iterative GBI",
+    "exhaustive": "exhaustive likelihood",
+}
 TARGET_WINDOW, TARGET_ACCURACY = 64, 0.9  # the issue's target: >= 90% from 64 characters
 
 
@@ -33,18 +36,35 @@ def inference_table(rows: list[dict]) -> pl.DataFrame:
         for key, value in row.items():
             if key.startswith(("accuracy_", "agreement_")):
                 measure, width = key.rsplit("_w", 1)
-                long.append({"seed": row["seed"], "window_length": int(width),
-                             "method": measure.removeprefix("accuracy_"), "value": float(value)})
-    return (pl.DataFrame(long).group_by("window_length", "method")
-            .agg(pl.col("value").mean().alias("mean"), pl.col("value").std().alias("sd"), pl.len().alias("n_seeds"))
-            .sort("window_length", "method"))
+                long.append(
+                    {
+                        "seed": row["seed"],
+                        "window_length": int(width),
+                        "method": measure.removeprefix("accuracy_"),
+                        "value": float(value),
+                    }
+                )
+    return (
+        pl.DataFrame(long)
+        .group_by("window_length", "method")
+        .agg(
+            pl.col("value").mean().alias("mean"), pl.col("value").std().alias("sd"), pl.len().alias("n_seeds")
+        )
+        .sort("window_length", "method")
+    )
 
 
 def recomposition_table(frame: pl.DataFrame) -> pl.DataFrame:
     """Per model and corpus: losses (nats/char) before and after fitting z, and the fitted z, over seeds."""
     frame = frame.with_columns(gain=(pl.col("loss_uniform") - pl.col("loss_free_z")) / pl.col("loss_uniform"))
-    columns = ["loss_uniform", "loss_best_one_hot", "loss_free_z", "loss_mixture_z", "gain",
-               *[c for c in frame.columns if c.startswith(("z_", "mixture_"))]]
+    columns = [
+        "loss_uniform",
+        "loss_best_one_hot",
+        "loss_free_z",
+        "loss_mixture_z",
+        "gain",
+        *[c for c in frame.columns if c.startswith(("z_", "mixture_"))],
+    ]
     return mean_sd(frame, ["model", "held_out", "corpus"], columns)
 
 
@@ -59,11 +79,17 @@ def tabulate(job: Job) -> dict:
     measures = [c for c in geometry.columns if c not in ("model", "seed", "window", "n_samples")]
     mean_sd(geometry, ["model"], measures).write_csv(job.output["geometry"])
 
-    curves = pl.concat([pl.read_csv(p).with_columns(model=pl.lit(Path(p).parts[-3])) for p in _paths(job, "curves")])
-    (curves.group_by("step", "model").agg(pl.col("loss").mean())
-     .pivot(on="model", index="step", values="loss").sort("step")
-     .rename(lambda c: c if c == "step" else f"{c}_loss_mean")
-     .write_csv(job.output["curves"]))
+    curves = pl.concat(
+        [pl.read_csv(p).with_columns(model=pl.lit(Path(p).parts[-3])) for p in _paths(job, "curves")]
+    )
+    (
+        curves.group_by("step", "model")
+        .agg(pl.col("loss").mean())
+        .pivot(on="model", index="step", values="loss")
+        .sort("step")
+        .rename(lambda c: c if c == "step" else f"{c}_loss_mean")
+        .write_csv(job.output["curves"])
+    )
 
     at_target = inference.filter(pl.col("window_length") == TARGET_WINDOW)
     metrics = {f"accuracy_{r['method']}_w{TARGET_WINDOW}": r["mean"] for r in at_target.iter_rows(named=True)}
@@ -74,14 +100,26 @@ def tabulate(job: Job) -> dict:
 
 def corpora_table(manifest: dict) -> pl.DataFrame:
     """Origin, licence, version and size of every corpus, from the gather stage's manifest."""
+
     def version(v):
         return v if isinstance(v, str) or v is None else ", ".join(f"{p} {x}" for p, x in v.items())
 
-    return pl.DataFrame([{
-        "corpus": name, "role": m["role"], "origin": m.get("origin"), "licence": m.get("licence"),
-        "package": version(m.get("package_version")) if m.get("package") else m.get("archive", ""),
-        "files": len(m.get("files", [])), "chars": m["chars"], "sha256": m["sha256"],
-    } for name, m in manifest.items()], schema_overrides={"package": pl.String, "origin": pl.String})
+    return pl.DataFrame(
+        [
+            {
+                "corpus": name,
+                "role": m["role"],
+                "origin": m.get("origin"),
+                "licence": m.get("licence"),
+                "package": version(m.get("package_version")) if m.get("package") else m.get("archive", ""),
+                "files": len(m.get("files", [])),
+                "chars": m["chars"],
+                "sha256": m["sha256"],
+            }
+            for name, m in manifest.items()
+        ],
+        schema_overrides={"package": pl.String, "origin": pl.String},
+    )
 
 
 def plot(job: Job) -> dict:
@@ -94,12 +132,23 @@ def plot(job: Job) -> dict:
     fig, (ax,) = plots.figure(width=4.6)
     for method in METHODS:
         rows = inference.filter(pl.col("method") == method).sort("window_length")
-        ax.errorbar(rows["window_length"], rows["mean"], yerr=rows["sd"].fill_null(0), marker="o",
-                    capsize=3, label=METHOD_LABELS[method])
+        ax.errorbar(
+            rows["window_length"],
+            rows["mean"],
+            yerr=rows["sd"].fill_null(0),
+            marker="o",
+            capsize=3,
+            label=METHOD_LABELS[method],
+        )
     ax.axhline(1 / len(corpora), color="grey", ls=":", label="chance")
     ax.plot([TARGET_WINDOW], [TARGET_ACCURACY], "k*", ms=10, label="target")
-    ax.set(xscale="log", xlabel="window (characters)", ylabel="corpus accuracy", ylim=(0, 1.02),
-           title="GBI-LSTM: which corpus is this text from?")
+    ax.set(
+        xscale="log",
+        xlabel="window (characters)",
+        ylabel="corpus accuracy",
+        ylim=(0, 1.02),
+        title="GBI-LSTM: which corpus is this text from?",
+    )
     widths = sorted(inference["window_length"].unique())
     ax.set_xticks(widths, [str(w) for w in widths])
     ax.minorticks_off()
@@ -116,18 +165,33 @@ def plot(job: Job) -> dict:
             continue
         gain = [rows.filter(pl.col("corpus") == n)["gain_mean"].item() for n in names]
         sd = [rows.filter(pl.col("corpus") == n)["gain_sd"].fill_null(0).item() for n in names]
-        losses.bar(x + (i - 0.5) * 0.4, gain, 0.4, yerr=sd, capsize=2, color=plots.COLOURS[model],
-                   label=plots.LABELS[model])
+        losses.bar(
+            x + (i - 0.5) * 0.4,
+            gain,
+            0.4,
+            yerr=sd,
+            capsize=2,
+            color=plots.COLOURS[model],
+            label=plots.LABELS[model],
+        )
     losses.axhline(0, color="k", lw=0.5)
-    losses.set_xticks(x, [n + ("\n(held out)" if n in held["corpus"].to_list() else "") for n in names],
-                      fontsize=7, rotation=30)
+    losses.set_xticks(
+        x,
+        [n + ("\n(held out)" if n in held["corpus"].to_list() else "") for n in names],
+        fontsize=7,
+        rotation=30,
+    )
     losses.set(ylabel="relative loss decrease from fitting z", title="z fitted, weights frozen")
     losses.legend(fontsize=7)
     gbi = held.filter(pl.col("model") == "gbi_lstm")
     for j, row in enumerate(gbi.iter_rows(named=True)):
         values = [row[f"mixture_{c}_mean"] for c in corpora]
-        weights.bar(np.arange(len(corpora)) + j * 0.8 / max(1, gbi.height), values, 0.8 / max(1, gbi.height),
-                    label=row["corpus"])
+        weights.bar(
+            np.arange(len(corpora)) + j * 0.8 / max(1, gbi.height),
+            values,
+            0.8 / max(1, gbi.height),
+            label=row["corpus"],
+        )
     weights.set_xticks(np.arange(len(corpora)), corpora, fontsize=7, rotation=30)
     weights.set(ylabel="mixture weight (z on the simplex)", ylim=(0, 1), title="held-out corpus as a mix")
     weights.legend(fontsize=7)

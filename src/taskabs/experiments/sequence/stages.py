@@ -12,16 +12,16 @@ Documented choices:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 import torch
 
 from taskabs import inference
+from taskabs.artifacts import save_checkpoint, write_json, write_npz
 from taskabs.data.sequences import (
     SequenceSpec,
     exact_posterior,
@@ -29,7 +29,6 @@ from taskabs.data.sequences import (
     sample_streams,
     window_posterior,
 )
-from taskabs.artifacts import save_checkpoint, write_json, write_npz
 from taskabs.models.sequence import build_model, load_model, spec_from, task_input
 from taskabs.train import train as run_training
 
@@ -37,6 +36,7 @@ if TYPE_CHECKING:  # stages see a Job; importing the job machinery would put it 
     from taskabs.pipeline.jobs import Job
 
 log = logging.getLogger(__name__)
+
 
 # ----------------------------------------------------------------------------------------- data
 def generate(job: Job) -> dict:
@@ -52,8 +52,13 @@ def generate(job: Job) -> dict:
     probe_spec = SequenceSpec(means=tuple(all_means), sigma=spec.sigma, block_min=1, block_max=1)
     n, length = data["probe_streams"], data["probe_length"]
     probe_tasks = np.repeat(np.arange(len(all_means)), n)[:, None].repeat(length, axis=1)
-    write_npz(job.output["probes"], tasks=probe_tasks, x=sample_observations(probe_spec, probe_tasks, rng),
-              means=np.asarray(all_means, dtype=np.float32), novel=np.arange(len(all_means)) >= spec.n_tasks)
+    write_npz(
+        job.output["probes"],
+        tasks=probe_tasks,
+        x=sample_observations(probe_spec, probe_tasks, rng),
+        means=np.asarray(all_means, dtype=np.float32),
+        novel=np.arange(len(all_means)) >= spec.n_tasks,
+    )
     return {"train_trials": float(x.size)}
 
 
@@ -74,20 +79,36 @@ def train(job: Job) -> dict:
         xb, zb = x[:, window].to(job.device), z_all[:, window].to(job.device)
         return net.loss_per_example(xb, zb).mean(), {}
 
-    result = run_training(model, optimiser, step_loss, steps=steps,
-                          checkpoint_path=Path(job.params["checkpoint"]),
-                          checkpoint_every=cfg["train"]["checkpoint_every"],
-                          resolved_config={**cfg, "model_name": model_name, "seed": job.seed},
-                          description=f"{model_name} seed {job.seed}")
+    result = run_training(
+        model,
+        optimiser,
+        step_loss,
+        steps=steps,
+        checkpoint_path=Path(job.params["checkpoint"]),
+        checkpoint_every=cfg["train"]["checkpoint_every"],
+        resolved_config={**cfg, "model_name": model_name, "seed": job.seed},
+        description=f"{model_name} seed {job.seed}",
+    )
     losses = result.history["loss"]
-    save_checkpoint({"model": model.cpu().state_dict(), "config": cfg, "model_name": model_name,
-                 "seed": job.seed, "history": result.history}, job.output["model"])
-    pl.DataFrame({"step": np.arange(len(losses)), "loss": losses,
-                  "task": tasks[0, ::chunk][:len(losses)].numpy()}).write_csv(job.output["curve"])
+    save_checkpoint(
+        {
+            "model": model.cpu().state_dict(),
+            "config": cfg,
+            "model_name": model_name,
+            "seed": job.seed,
+            "history": result.history,
+        },
+        job.output["model"],
+    )
+    pl.DataFrame(
+        {"step": np.arange(len(losses)), "loss": losses, "task": tasks[0, ::chunk][: len(losses)].numpy()}
+    ).write_csv(job.output["curve"])
     Path(job.params["checkpoint"]).unlink(missing_ok=True)  # only needed to resume this job
     job.log_curve("train_loss", losses)
-    return {"final_loss": float(np.mean(losses[-max(1, len(losses) // 10):])),
-            "resumed_from_step": float(result.resumed_from)}
+    return {
+        "final_loss": float(np.mean(losses[-max(1, len(losses) // 10) :])),
+        "resumed_from_step": float(result.resumed_from),
+    }
 
 
 # ----------------------------------------------------------------------------------- inference
@@ -136,8 +157,9 @@ def infer(job: Job) -> dict:
 
     B, C = len(xw), spec.n_tasks
     g = inference.one_step(loss_fn, B, C, device=job.device).cpu().numpy()
-    it = inference.iterative(loss_fn, B, C, steps=cfg["iterative_steps"], lr=cfg["iterative_lr"],
-                             device=job.device)
+    it = inference.iterative(
+        loss_fn, B, C, steps=cfg["iterative_steps"], lr=cfg["iterative_lr"], device=job.device
+    )
     z_iter = it.z.cpu().numpy()
     exhaustive = inference.exhaustive(loss_fn, B, C, device=job.device).cpu().numpy()
     exact = exact_posterior(spec, x)[streams, ends]  # (N, C)
@@ -145,16 +167,24 @@ def infer(job: Job) -> dict:
     truth = tasks[streams, ends]
     since = time_since_switch(tasks)[streams, ends]
     predictions = {
-        "one_step": g.argmin(1), "iterative": z_iter.argmax(1), "exhaustive": exhaustive.argmin(1),
-        "exact_posterior": exact.argmax(1), "window_posterior": window_post.argmax(1),
+        "one_step": g.argmin(1),
+        "iterative": z_iter.argmax(1),
+        "exhaustive": exhaustive.argmin(1),
+        "exact_posterior": exact.argmax(1),
+        "window_posterior": window_post.argmax(1),
     }
-    table = pl.DataFrame({
-        "stream": streams, "t": ends, "task": truth, "since_switch": since,
-        **{f"pred_{k}": v for k, v in predictions.items()},
-        **{f"neg_grad_{c}": -g[:, c] for c in range(C)},
-        **{f"exact_logp_{c}": exact[:, c] for c in range(C)},
-        **{f"window_logp_{c}": window_post[:, c] for c in range(C)},
-    })
+    table = pl.DataFrame(
+        {
+            "stream": streams,
+            "t": ends,
+            "task": truth,
+            "since_switch": since,
+            **{f"pred_{k}": v for k, v in predictions.items()},
+            **{f"neg_grad_{c}": -g[:, c] for c in range(C)},
+            **{f"exact_logp_{c}": exact[:, c] for c in range(C)},
+            **{f"window_logp_{c}": window_post[:, c] for c in range(C)},
+        }
+    )
     table.write_parquet(job.output["table"])
     metrics = {f"accuracy_{k}": float(np.mean(v == truth)) for k, v in predictions.items()}
     log_z = np.log(np.clip(z_iter, 1e-12, None))
@@ -183,22 +213,32 @@ def recompose(job: Job) -> dict:
     def loss_fn(z):
         return model.loss_per_example(x, z)
 
-    result = inference.iterative(loss_fn, len(x), C, steps=cfg["steps"], lr=cfg["lr"], simplex=False,
-                                 device=job.device)
+    result = inference.iterative(
+        loss_fn, len(x), C, steps=cfg["steps"], lr=cfg["lr"], simplex=False, device=job.device
+    )
     best_one_hot = inference.exhaustive(loss_fn, len(x), C, device=job.device).min(1).values
-    frame = pl.DataFrame({
-        "probe_task": tasks, "mean": means[tasks, 0], "novel": novel[tasks],
-        "loss_before": result.loss_trace[0].cpu().numpy(), "loss_after": result.loss_trace[-1].cpu().numpy(),
-        "loss_best_one_hot": best_one_hot.cpu().numpy(),
-        **{f"z_{c}": result.z[:, c].cpu().numpy() for c in range(C)},
-    })
-    table = (frame.group_by("probe_task", "mean", "novel", maintain_order=True)
-             .agg(pl.exclude("probe_task", "mean", "novel").mean())
-             .with_columns(model=pl.lit(job.wildcards["model"]), seed=pl.lit(job.seed)))
+    frame = pl.DataFrame(
+        {
+            "probe_task": tasks,
+            "mean": means[tasks, 0],
+            "novel": novel[tasks],
+            "loss_before": result.loss_trace[0].cpu().numpy(),
+            "loss_after": result.loss_trace[-1].cpu().numpy(),
+            "loss_best_one_hot": best_one_hot.cpu().numpy(),
+            **{f"z_{c}": result.z[:, c].cpu().numpy() for c in range(C)},
+        }
+    )
+    table = (
+        frame.group_by("probe_task", "mean", "novel", maintain_order=True)
+        .agg(pl.exclude("probe_task", "mean", "novel").mean())
+        .with_columns(model=pl.lit(job.wildcards["model"]), seed=pl.lit(job.seed))
+    )
     table.write_csv(job.output["table"])
     novel_rows = table.filter(pl.col("novel"))
-    return {"novel_loss_before": float(novel_rows["loss_before"].mean()),
-            "novel_loss_after": float(novel_rows["loss_after"].mean())}
+    return {
+        "novel_loss_before": float(novel_rows["loss_before"].mean()),
+        "novel_loss_after": float(novel_rows["loss_after"].mean()),
+    }
 
 
 # ---------------------------------------------------------------------------------- evaluation
@@ -210,7 +250,9 @@ def last_two_block_tasks(schedule: np.ndarray) -> tuple[int, int]:
     return int(schedule[starts[-1] - 1]), int(schedule[-1])
 
 
-def shared_unit_ratio(h: np.ndarray, tasks: np.ndarray, *, active: float = 0.05, shared: float = 0.5) -> float:
+def shared_unit_ratio(
+    h: np.ndarray, tasks: np.ndarray, *, active: float = 0.05, shared: float = 0.5
+) -> float:
     """Fraction of active hidden units engaged by every task.
 
     a[u, k] = mean |h_u| over trials of task k; a unit is active if max_k a[u, k] > ``active``, and
@@ -248,10 +290,17 @@ def evaluate(job: Job) -> dict:
     metrics = {
         "forgetting_mse_second_to_last": float(mse[probe_task == penultimate].mean()),
         "mse_last_task": float(mse[probe_task == last].mean()),
-        "shared_unit_ratio": shared_unit_ratio(h.reshape(-1, h.shape[-1]).numpy(),
-                                               tasks.reshape(-1).numpy()),
+        "shared_unit_ratio": shared_unit_ratio(h.reshape(-1, h.shape[-1]).numpy(), tasks.reshape(-1).numpy()),
         "steps_to_threshold": float(below[0]) if len(below) else float(len(curve)),
     }
-    write_json(job.output["metrics"], {"model": model_name, "seed": job.seed,
-                                       "penultimate_task": penultimate, "last_task": last, **metrics})
+    write_json(
+        job.output["metrics"],
+        {
+            "model": model_name,
+            "seed": job.seed,
+            "penultimate_task": penultimate,
+            "last_task": last,
+            **metrics,
+        },
+    )
     return metrics

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -28,26 +26,41 @@ def tabulate(job: Job) -> dict:
     inference = json_rows(_inputs(job, "inference"))
     evaluation = json_rows(_inputs(job, "evaluation"))
     per_seed = inference.join(evaluation, on=["model", "seed"])
-    metric_columns = [c for c in per_seed.columns if c not in ("model", "seed", "penultimate_task", "last_task")]
+    metric_columns = [
+        c for c in per_seed.columns if c not in ("model", "seed", "penultimate_task", "last_task")
+    ]
     long = per_seed.unpivot(index=["model", "seed"], on=metric_columns, variable_name="metric")
-    summary = (long.group_by("metric", "model", maintain_order=True)
-               .agg(pl.col("value").mean().alias("mean"), pl.col("value").std().alias("sd"),
-                    pl.len().alias("n_seeds"))
-               .sort("metric", "model"))
+    summary = (
+        long.group_by("metric", "model", maintain_order=True)
+        .agg(
+            pl.col("value").mean().alias("mean"), pl.col("value").std().alias("sd"), pl.len().alias("n_seeds")
+        )
+        .sort("metric", "model")
+    )
     summary.write_csv(job.output["summary"])
 
     recomposition = pl.concat([pl.read_csv(p) for p in _inputs(job, "recomposition")])
-    mean_sd(recomposition, ["model", "mean", "novel"],
-            ["loss_before", "loss_after", "loss_best_one_hot", *[c for c in recomposition.columns if c.startswith("z_")]]
-            ).write_csv(job.output["recomposition"])
+    mean_sd(
+        recomposition,
+        ["model", "mean", "novel"],
+        [
+            "loss_before",
+            "loss_after",
+            "loss_best_one_hot",
+            *[c for c in recomposition.columns if c.startswith("z_")],
+        ],
+    ).write_csv(job.output["recomposition"])
 
-    curves = pl.concat([pl.read_csv(p).with_columns(model=pl.lit(Path(p).parts[-3]))
-                        for p in _inputs(job, "curves")])
+    curves = pl.concat(
+        [pl.read_csv(p).with_columns(model=pl.lit(Path(p).parts[-3])) for p in _inputs(job, "curves")]
+    )
     # wide (one column per model) so that `dvc plots` can draw both curves from one file
-    (mean_sd(curves, ["model", "step"], ["loss"])
-     .pivot(on="model", index="step", values=["loss_mean", "loss_sd"], separator="/")
-     .rename(lambda c: "_".join(reversed(c.split("/"))) if "/" in c else c)
-     .write_csv(job.output["curves"]))
+    (
+        mean_sd(curves, ["model", "step"], ["loss"])
+        .pivot(on="model", index="step", values=["loss_mean", "loss_sd"], separator="/")
+        .rename(lambda c: "_".join(reversed(c.split("/"))) if "/" in c else c)
+        .write_csv(job.output["curves"])
+    )
 
     switch = pl.concat([pl.read_parquet(p) for p in _inputs(job, "switch")])
     switch.group_by("since_switch").agg(
@@ -74,8 +87,12 @@ def plot(job: Job) -> dict:
     fig, (ax,) = plots.figure(width=5)
     for method in METHODS:
         ax.plot(switch["since_switch"], switch[method], label=method.replace("_", " "), marker=".")
-    ax.set(xlabel="trials since task switch", ylabel="task-inference accuracy", xlim=(0, 20),
-           title="GBI-LSTM: inference after a switch")
+    ax.set(
+        xlabel="trials since task switch",
+        ylabel="task-inference accuracy",
+        xlim=(0, 20),
+        title="GBI-LSTM: inference after a switch",
+    )
     ax.legend(fontsize=8)
     plots.save(fig, job.output["switch"])
 
@@ -85,8 +102,11 @@ def plot(job: Job) -> dict:
     for ax, name in zip(axes, ("window", "exact")):
         logp = (inference[f"{name}_logp_1"] - inference[f"{name}_logp_0"]).to_numpy()
         ax.scatter(logp, grad, s=2, alpha=0.3, c=inference["task"].to_numpy(), cmap="coolwarm")
-        ax.set(xlabel=f"{name} log-posterior ratio (task 1 : task 0)", ylabel="one-step −g₁ + g₀",
-               title=f"r = {np.corrcoef(logp, grad)[0, 1]:.3f}")
+        ax.set(
+            xlabel=f"{name} log-posterior ratio (task 1 : task 0)",
+            ylabel="one-step −g₁ + g₀",
+            title=f"r = {np.corrcoef(logp, grad)[0, 1]:.3f}",
+        )
     plots.save(fig, job.output["gradient"])
 
     recomposition = read_table(job.input["recomposition"])
@@ -103,12 +123,19 @@ def plot(job: Job) -> dict:
 
     summary = read_table(job.input["summary"])
     fig, axes = plots.figure(2, width=3.5)
-    for ax, metric, label in zip(axes, ("forgetting_mse_second_to_last", "shared_unit_ratio"),
-                                 ("MSE, second-to-last block's task", "shared-unit ratio")):
+    for ax, metric, label in zip(
+        axes,
+        ("forgetting_mse_second_to_last", "shared_unit_ratio"),
+        ("MSE, second-to-last block's task", "shared-unit ratio"),
+    ):
         rows = summary.filter(pl.col("metric") == metric)
         models = rows["model"].to_list()
-        ax.bar(range(len(models)), rows["mean"], yerr=rows["sd"].fill_null(0),
-               color=[plots.COLOURS[m] for m in models])
+        ax.bar(
+            range(len(models)),
+            rows["mean"],
+            yerr=rows["sd"].fill_null(0),
+            color=[plots.COLOURS[m] for m in models],
+        )
         ax.set_xticks(range(len(models)), [plots.LABELS[m] for m in models])
         ax.set(ylabel=label)
     plots.save(fig, job.output["forgetting"])
