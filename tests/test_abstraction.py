@@ -94,7 +94,7 @@ def test_default_input_is_not_abstract():
     x, y = make_dataset(spec, make_embedding(spec, generator=gen), generator=gen)
     x, y = x.double().numpy(), y.numpy().astype(int)
     assert abs(parallelism_score_of_samples(x, y)) < 0.1 and ccgp(x, y) < 0.7
-    # input_mixing = 0 is SCIENCE.md's ReLU(A y + b): partly abstract already.
+    # input_mixing = 0 is docs/science.md's ReLU(A y + b): partly abstract already.
     spec0 = dataclasses.replace(spec, input_mixing=0.0)
     x0, _ = make_dataset(
         spec0, make_embedding(spec0, generator=torch.Generator().manual_seed(0)), generator=gen

@@ -1,4 +1,4 @@
-"""Gradient-based inference (GBI) of the task abstraction z, for any model (SCIENCE.md §1).
+"""Gradient-based inference (GBI) of the task abstraction z, for any model (docs/science.md §1).
 
 Every function takes ``loss_fn(z) -> (B,)``: per-example losses of a frozen network given a batch of
 task abstractions z of shape (B, C).  Because example b's loss depends only on z[b], one backward

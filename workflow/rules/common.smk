@@ -1,5 +1,5 @@
 # Helpers shared by every rule: per-job config slices, the target list, and the MLflow parent run.
-from taskabs.pipeline import tracking
+from taskabs.pipeline import scorecard, tracking
 from taskabs.pipeline.codehash import code_hash
 from taskabs.pipeline.stages import stage_module
 from taskabs.data.corpora import QUICK_CORPORA
@@ -137,29 +137,6 @@ def data_targets():
     if config["language"]["enabled"]:
         targets += rules.prepare_corpora.output
     return targets
-
-
-def scorecard_inputs():
-    """Experiment tables the scorecard reads, by name (claims of disabled experiments: not run)."""
-    tables = {}
-    if config["sequence"]["enabled"]:
-        tables["sequence_summary"] = "results/tables/sequence_summary.csv"
-        tables["sequence_recomposition"] = "results/tables/sequence_recomposition.csv"
-    if config["images"]["enabled"]:
-        cifar = config["images"]["data"]["in_distribution"] == "cifar100"  # answers another claim
-        tables["images_cifar100_accuracy" if cifar else "images_accuracy"] = (
-            "results/tables/images_accuracy.csv"
-        )
-        if config["images"]["data"]["ood"]:
-            tables["images_ood"] = "results/tables/images_ood.csv"
-    if config["geometry"]["enabled"]:
-        tables["geometry_verdicts"] = "results/tables/geometry_verdicts.csv"
-    if config["gdln"]["enabled"]:
-        tables["gdln_checks"] = "results/tables/gdln_checks.csv"
-    if config["language"]["enabled"]:
-        tables["language_inference"] = "results/tables/language_inference.csv"
-        tables["language_recomposition"] = "results/tables/language_recomposition.csv"
-    return tables
 
 
 def all_targets():

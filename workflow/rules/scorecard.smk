@@ -4,7 +4,7 @@
 rule scorecard:
     """Each claim of the papers beside ours, with a verdict and the MLflow runs behind it."""
     input:
-        **scorecard_inputs(),
+        **scorecard.inputs(config),
     output:
         table=report(
             "results/scorecard.csv",
@@ -21,7 +21,10 @@ rule scorecard:
         CONDA_ENV
     params:
         code=stage_code("scorecard"),
-        config={"tracking": config["tracking"]},
+        config={
+            "tracking": config["tracking"],
+            "experiments": {key: config[key] for key in scorecard.EXPERIMENTS},
+        },
     script:
         "../scripts/run_stage.py"
 

@@ -1,42 +1,11 @@
 """Text corpora for the language experiment: gather, encode as characters, split, provenance.
 
-The language experiment trains a character-level LSTM on several corpora with the corpus
-identity as the task abstraction z; GBI then infers which corpus a window comes from, and
-on a held-out corpus optimising z lowers the loss. This module is the data layer only.
-
-Quick default corpora (:data:`QUICK_CORPORA`) come from Debian packages, so they exist
-offline and their exact version is recorded (``dpkg-query``): the CPython standard
-library, English quotations from ``fortunes``, troff sources of ``manpages(-dev)``, licence
-texts, and (held out, never trained on) the C library headers. The paper-scale option is
-BabyLM (:data:`BABYLM`), fetched through :mod:`taskabs.data.fetch` with a SHA-256 pinned in
-config, because no hash of that archive could be verified offline.
-
-Choices that decide what the model sees (all deterministic, no clock or RNG):
-
-* Files are matched by globs, sorted by path and deduplicated by real path (Debian links
-  man page aliases and whole ``/usr/share/doc`` directories to one file). With
-  ``"package_files_only": true`` only files installed by the spec's Debian package(s) count,
-  so ``/usr/share/man/man3/*`` does not depend on which other ``-dev`` packages are present.
-* Every glob must match at least one file: a missing package fails loudly instead of
-  silently shrinking a corpus.
-* Normalisation: UTF-8 with replacement characters, ``\\r\\n`` -> ``\\n``, control characters
-  other than ``\\n`` and ``\\t`` dropped (form feeds, overstrike backspaces, stray ``\\r``,
-  ANSI escapes' ESC), a leading byte-order mark dropped, optional separator lines dropped.
-* Size cap, by **whole files spread evenly over the sorted list** (not round-robin chunks,
-  which would chop every file into fragments): files are visited in bit-reversal order of
-  their sorted index (0, n/2, n/4, 3n/4, ...), so every prefix of the visiting order covers
-  the list evenly, and each contributes its text from the start, up to a per-file cap. The
-  per-file cap is ``max_chars // 16`` by default (one huge file cannot fill the corpus),
-  raised to the level at which all files together just reach ``max_chars`` when there are
-  few files (then every file contributes). The last file visited is cut so the corpus has
-  exactly ``max_chars`` characters; chosen files appear in sorted order, each followed by
-  ``\\n`` (the file separator).
-* Vocabulary: characters ordered by descending count, then code point; id 0 is the unknown
-  character, decoded as U+FFFD.
-* Splits: whole blocks of ``block`` characters assigned by a seeded permutation, so each
-  split samples the whole corpus, in corpus order within a split.
-
-Corpus text files and the manifest are written atomically (temporary file, then rename).
+:func:`gather_corpus` builds one corpus deterministically from a spec (:data:`QUICK_CORPORA`:
+Debian packages) and :func:`babylm_corpora` one per domain of the pinned BabyLM archive, each as
+(text, provenance), written with :func:`write_corpus` and :func:`write_manifest`.
+:class:`CharVocab` maps characters to ids (0 = unknown) and :func:`split_ids` assigns whole
+blocks of ids to splits. This is the data layer only. Corpus choices, normalisation and the
+size cap are described in docs/experiments/language.md.
 """
 
 from __future__ import annotations

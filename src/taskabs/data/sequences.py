@@ -1,4 +1,4 @@
-"""Toy sequences with latent tasks (SCIENCE.md §1) and their exact Bayesian posterior.
+"""Toy sequences with latent tasks (docs/science.md §1) and their exact Bayesian posterior.
 
 Generative process (documented choice): a stream of *blocks*; each block draws a task k (different
 from the previous block's) and a length uniform on [block_min, block_max]; within a block,

@@ -1,24 +1,9 @@
 """Gated deep linear networks (GDLN; Saxe, Sodhani & Lewallen, ICML 2022): architecture only.
 
-A GDLN is a directed acyclic graph: nodes are layers (vectors h_v), edges are weight matrices W_e
-from node s(e) to node t(e). Every example carries binary gates g_v on nodes and g_e on edges:
-
-    h_v = g_v · x_v                                     (input nodes)
-    h_v = g_v · Σ_{e: t(e)=v} g_e · W_e h_{s(e)}        (every other node)
-
-and the loss is L = ½ (1/N) Σ_n Σ_{v output} g_v,n ‖y_v,n − h_v,n‖² (a gated-off output node has no
-target). A gated-off edge or node passes nothing forward, so it also receives zero gradient from
-that example; with every gate on, paths through the graph add up.
-
-Three models live here:
-  * :class:`GatedDeepLinearNetwork`: the general graph (small problems, tests, XoR, the race).
-  * :class:`RoutingNetwork`: the routing architecture (M encoders → shared layer → M decoders),
-    vectorised over routes; it is the GDLN whose gates switch on encoder i and decoder j for route
-    (i, j) (checked against the general graph in the tests), fast enough for MNIST.
-  * :class:`TwoLayerReLU`: the bias-free ReLU network the XoR experiment compares against.
-
-Training is plain full-batch gradient descent, :func:`gradient_descent_step` (W ← W − η ∂L/∂W), the
-Euler discretisation of the gradient flow the theory solves, with time t = η · step.
+:class:`GatedDeepLinearNetwork` (the general gated graph), :class:`RoutingNetwork` (M encoders ->
+shared layer -> M decoders, vectorised over routes) and :class:`TwoLayerReLU` (the XoR
+comparison); :func:`gradient_descent_step` is full-batch gradient descent, the Euler step of the
+theory's gradient flow (t = lr * step).  The model equations are in docs/library.md.
 """
 
 from __future__ import annotations

@@ -1,17 +1,8 @@
 """The neural race reduction (Saxe, Sodhani & Lewallen, ICML 2022): closed forms and reduced ODEs.
 
-When the gated correlations of every pathway share singular vectors (Σyx(p) = U S(p) Vᵀ,
-Σx(p) = V D(p) Vᵀ) and the weights start aligned with them, gradient flow on the gated deep linear
-network decouples into one small ODE per singular mode α, written on the mode strengths B_e,α of the
-edges (scalars: the projection of W_e on the mode's left/right singular directions). Everything
-here is per mode and vectorised over modes: `s` and `d` are arrays of shape (A,) (A modes), and the
-mode strengths are arrays of shape (A,) or (T, A) over time.
-
-Conventions (shared with :mod:`taskabs.gdln.network`): loss ½ E‖y − ŷ‖² averaged over examples,
-Σyx = E[y xᵀ], Σx = E[x xᵀ] (gates included), gradient flow τ dW/dt = −∂L/∂W. Full-batch gradient
-descent with learning rate η is the Euler discretisation with t = η · step (τ = 1).
-
-Pure functions, no I/O, no RNG.
+Pure functions (no I/O, no RNG), per singular mode and vectorised over modes: ``s`` and ``d`` have
+shape (A,), mode strengths (A,) or (T, A) over time.  Conventions (loss, correlations, time
+t = lr * step) are shared with :mod:`taskabs.gdln.network`; see docs/library.md.
 """
 
 from __future__ import annotations

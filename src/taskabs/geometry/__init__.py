@@ -1,4 +1,4 @@
-"""Representation geometry: how abstractly a population codes binary latents (SCIENCE.md §2).
+"""Representation geometry: how abstractly a population codes binary latents (docs/science.md §2).
 
 * ``parallelism``: condition means, Parallelism Score (per latent and for any dichotomy).
 * ``decoding``: CCGP and shattering dimensionality with linear decoders.

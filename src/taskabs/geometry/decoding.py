@@ -1,33 +1,10 @@
-"""Linear-decoding geometry metrics: CCGP and shattering dimensionality (SCIENCE.md §2).
+"""Linear-decoding geometry metrics: CCGP and shattering dimensionality (docs/science.md §2).
 
-Shapes and condition order follow ``taskabs.geometry.parallelism``: activity (N, U), labels (N, d)
-in {-1, +1}, 2**d conditions in ``itertools.product((-1, 1), repeat=d)`` order.
-
-Decoder (one choice for every metric): L2-regularised logistic regression with the objective of
-scikit-learn's ``LogisticRegression(C=1, solver="liblinear")``,
-
-    min_{w, b}  ½‖w‖² + ½b² + C Σ_i log(1 + exp(−t_i (w·x_i + b))),   t_i ∈ {−1, +1},
-
-(liblinear penalises the intercept like a weight of a constant feature).  ``fit_logistic``
-solves it for all label vectors of a metric at once by Newton's method: CCGP + shattering for
-d = 3 (12 + 35 fits) take ~11 ms instead of ~60 ms with one scikit-learn fit per problem, with
-the same solution (tested against scikit-learn).  Any scikit-learn classifier can be used instead through
-``decoder=`` (a zero-argument factory, fitted once per problem).
-
-Before fitting, activity is centred and divided by one global scale (RMS over all entries) so
-that C means the same in every layer; a single scalar keeps the metrics invariant to permuting
-or rotating units.  Samples are put in a canonical order (by the sorted values of their centred
-activity) before any split or fit, so results do not depend on the storage order of samples or
-units, nor on a translation or positive scaling of the activity.
-
-Scores are *balanced* accuracies (mean of the two per-class accuracies) on held-out samples, so
-chance is 0.5 even when conditions have unequal sample counts.  A decision value of exactly 0
-predicts −1.
-
-Degenerate cases: a condition without samples is "missing".  CCGP uses only contexts where both
-values of latent k are present; CCGP is NaN for d = 1 (no other latents to generalise across) or
-when fewer than two complete contexts remain.  Shattering uses the conditions with >= 2 samples
-(one for training, one for testing) and is NaN when fewer than two remain.
+Shapes and condition order follow ``taskabs.geometry.parallelism``.  Every metric uses one decoder,
+L2-regularised logistic regression as scikit-learn's ``LogisticRegression(C=1, solver="liblinear")``
+(``fit_logistic``; another through ``decoder=``), and returns a balanced held-out accuracy (chance
+0.5), or NaN where the metric is undefined.  The decoder, the invariances and the degenerate cases
+are described in docs/library.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Null models for the geometry metrics (SCIENCE.md §2: "report each against null models").
+"""Null models for the geometry metrics (docs/science.md §2: "report each against null models").
 
 * Shuffled conditions: the rows of ``labels`` are permuted across samples, destroying any relation
   between activity and condition while keeping the activity and the condition counts.

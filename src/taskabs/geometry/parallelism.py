@@ -1,20 +1,9 @@
-"""Condition means and the Parallelism Score (SCIENCE.md §2).
+"""Condition means and the Parallelism Score (docs/science.md §2).
 
-Conventions shared by the whole ``geometry`` package:
-
-* ``activity``: (N, U) responses of U units to N samples.
-* ``labels``: (N, d) binary latents in {-1, +1}.
-* The 2**d conditions are indexed in the order of ``itertools.product((-1, 1), repeat=d)``:
-  condition c has y_k = +1 iff bit (d - 1 - k) of c is set (latent 0 is the most significant bit).
-* ``means``: (2**d, U) condition means r(y) in that order; a row of NaN marks a condition with
-  no samples ("missing").
-
-Degenerate cases (one rule each, applied everywhere):
-
-* A zero-norm coding vector (the latent is not coded in that context) has cosine 0 with every
-  vector, itself included: a collapsed code counts as "not parallel", never as NaN.
-* Coding vectors that touch a missing condition are dropped; a score averaged over fewer than
-  one pair is NaN.  d = 1 has a single coding vector per latent, hence PS = NaN.
+Conventions of the whole ``geometry`` package: ``activity`` (N, U), ``labels`` (N, d) in {-1, +1},
+2**d conditions in ``itertools.product((-1, 1), repeat=d)`` order (latent 0 is the most
+significant bit), ``means`` (2**d, U) with a NaN row for a condition without samples.  The rules
+for degenerate cases (collapsed codes, missing conditions, d = 1) are in docs/library.md.
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
-"""The GBI language-model experiment (SCIENCE.md §1, third domain): stage functions for Snakemake jobs.
+"""The GBI language-model experiment (docs/science.md §1, third domain): stage functions for Snakemake jobs.
 
 A character-level LSTM is trained on C text corpora with the corpus identity as its task
-abstraction z.  Documented choices:
-- Corpora come from Debian packages (quick default: Python source, English quotations, manual
-  pages, licence texts; C headers held out) or from BabyLM (paper scale); see data/corpora.py.
-  One character vocabulary is built from the training corpora; characters of the held-out corpus
-  outside it become the unknown id, as they would for any unseen text.
-- Training step i draws B windows of W characters, balanced over corpora, from a generator seeded
-  by (seed, i): batches depend on the step index only, so resume is exact.  Every window starts
-  from a zero state, so z is the model's only corpus information at its first characters.
-- The GBI-LSTM sees the true one-hot z; the plain LSTM is the same network given the maximum-
-  entropy z, so it has the same parameters and the same extra inputs to optimise in recomposition.
-- Recomposition fits one z per corpus (shared over its windows) on *adaptation* windows with the
-  weights frozen and scores it on disjoint *evaluation* windows, so a lower loss is transfer to
-  unseen text of that corpus, not per-window overfitting.
+abstraction z.  Stages: ``gather`` (corpus text + manifest), ``prepare`` (vocabulary, block
+splits), ``train`` (GBI-LSTM or LSTM), ``infer`` (corpus of test windows), ``recompose`` (z fitted
+to known and held-out corpora), ``geometry`` (PS, CCGP of the final hidden state).  Design
+choices: docs/experiments/language.md.
 """
 
 from __future__ import annotations
@@ -28,7 +19,14 @@ import polars as pl
 import torch
 
 from taskabs import inference
-from taskabs.artifacts import load_checkpoint, load_frozen, save_checkpoint, write_json
+from taskabs.artifacts import (
+    load_checkpoint,
+    load_frozen,
+    save_checkpoint,
+    write_json,
+    write_npz,
+    write_table,
+)
 from taskabs.data import corpora
 from taskabs.geometry import (
     all_conditions,
@@ -106,11 +104,7 @@ def prepare(job: Job) -> dict:
         )
         arrays |= {f"{part}/{name}": ids for part, ids in split.items()}
         metrics[f"unknown_rate_{name}"] = vocab.unknown_rate(text)
-    path = Path(job.output["corpora"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    write_npz(job.output["corpora"], **arrays)
     write_json(
         job.output["vocab"], {**vocab.to_json(), "corpora": data["corpora"], "held_out": data["held_out"]}
     )
@@ -234,7 +228,7 @@ def train(job: Job) -> dict:
         },
         job.output["model"],
     )
-    pl.DataFrame({"step": np.arange(len(losses)), "loss": losses}).write_csv(job.output["curve"])
+    write_table(pl.DataFrame({"step": np.arange(len(losses)), "loss": losses}), job.output["curve"])
     Path(job.params["checkpoint"]).unlink(missing_ok=True)  # only needed to resume this job
     job.log_curve("train_loss", losses)
     return {
@@ -286,7 +280,7 @@ def infer(job: Job) -> dict:
         metrics[f"agreement_one_step_exhaustive_w{width}"] = float(
             np.mean(predictions["one_step"] == predictions["exhaustive"])
         )
-    pl.concat(frames).write_parquet(job.output["table"])
+    write_table(pl.concat(frames), job.output["table"])
     write_json(
         job.output["metrics"],
         {"model": job.wildcards["model"], "seed": job.seed, "corpora": data.names, **metrics},
@@ -355,7 +349,7 @@ def recompose(job: Job) -> dict:
     table = pl.DataFrame(rows, infer_schema_length=None).with_columns(
         model=pl.lit(job.wildcards["model"]), seed=pl.lit(job.seed)
     )
-    table.write_csv(job.output["table"])
+    write_table(table, job.output["table"])
     held = table.filter(pl.col("held_out"))
     return {
         "held_out_loss_uniform": float(held["loss_uniform"].mean()),

@@ -1,4 +1,7 @@
-"""Tables (polars) and figures (matplotlib) of the language-model experiment, across seeds."""
+"""Tables (polars) and figures (matplotlib) of the language-model experiment, across seeds.
+
+See docs/experiments/language.md.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from taskabs import plots
+from taskabs.artifacts import write_table
 from taskabs.tables import mean_sd, read_table
 
 if TYPE_CHECKING:  # stages see a Job; importing the job machinery would put it in their code hash
@@ -70,26 +74,27 @@ def recomposition_table(frame: pl.DataFrame) -> pl.DataFrame:
 
 def tabulate(job: Job) -> dict:
     inference = inference_table([json.loads(p.read_text()) for p in _paths(job, "inference")])
-    inference.write_csv(job.output["inference"])
+    write_table(inference, job.output["inference"])
 
     recomposition = recomposition_table(pl.concat([pl.read_csv(p) for p in _paths(job, "recomposition")]))
-    recomposition.write_csv(job.output["recomposition"])
+    write_table(recomposition, job.output["recomposition"])
 
     geometry = pl.DataFrame([json.loads(p.read_text()) for p in _paths(job, "geometry")]).drop("corpora")
     measures = [c for c in geometry.columns if c not in ("model", "seed", "window", "n_samples")]
-    mean_sd(geometry, ["model"], measures).write_csv(job.output["geometry"])
+    write_table(mean_sd(geometry, ["model"], measures), job.output["geometry"])
 
     curves = pl.concat(
         [pl.read_csv(p).with_columns(model=pl.lit(Path(p).parts[-3])) for p in _paths(job, "curves")]
     )
-    (
+    wide = (
         curves.group_by("step", "model")
         .agg(pl.col("loss").mean())
         .pivot(on="model", index="step", values="loss")
         .sort("step")
-        .rename(lambda c: c if c == "step" else f"{c}_loss_mean")
-        .write_csv(job.output["curves"])
     )
+    models = sorted(c for c in wide.columns if c != "step")  # group_by order varies run to run
+    wide = wide.select("step", *models).rename({m: f"{m}_loss_mean" for m in models})
+    write_table(wide, job.output["curves"])
 
     at_target = inference.filter(pl.col("window_length") == TARGET_WINDOW)
     metrics = {f"accuracy_{r['method']}_w{TARGET_WINDOW}": r["mean"] for r in at_target.iter_rows(named=True)}
@@ -126,7 +131,7 @@ def plot(job: Job) -> dict:
     inference = read_table(job.input["inference"])
     recomposition = read_table(job.input["recomposition"])
     manifest = json.loads((Path(job.input["manifest"]) / "manifest.json").read_text())
-    corpora_table(manifest).write_csv(job.output["corpora"])
+    write_table(corpora_table(manifest), job.output["corpora"])
     corpora = [name for name, m in manifest.items() if m["role"] == "train"]
 
     fig, (ax,) = plots.figure(width=4.6)

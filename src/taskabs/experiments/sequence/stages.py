@@ -21,7 +21,7 @@ import polars as pl
 import torch
 
 from taskabs import inference
-from taskabs.artifacts import save_checkpoint, write_json, write_npz
+from taskabs.artifacts import save_checkpoint, write_json, write_npz, write_table
 from taskabs.data.sequences import (
     SequenceSpec,
     exact_posterior,
@@ -100,9 +100,8 @@ def train(job: Job) -> dict:
         },
         job.output["model"],
     )
-    pl.DataFrame(
-        {"step": np.arange(len(losses)), "loss": losses, "task": tasks[0, ::chunk][: len(losses)].numpy()}
-    ).write_csv(job.output["curve"])
+    curve = {"step": np.arange(len(losses)), "loss": losses, "task": tasks[0, ::chunk][: len(losses)].numpy()}
+    write_table(pl.DataFrame(curve), job.output["curve"])
     Path(job.params["checkpoint"]).unlink(missing_ok=True)  # only needed to resume this job
     job.log_curve("train_loss", losses)
     return {
@@ -185,7 +184,7 @@ def infer(job: Job) -> dict:
             **{f"window_logp_{c}": window_post[:, c] for c in range(C)},
         }
     )
-    table.write_parquet(job.output["table"])
+    write_table(table, job.output["table"])
     metrics = {f"accuracy_{k}": float(np.mean(v == truth)) for k, v in predictions.items()}
     log_z = np.log(np.clip(z_iter, 1e-12, None))
     metrics |= {
@@ -233,7 +232,7 @@ def recompose(job: Job) -> dict:
         .agg(pl.exclude("probe_task", "mean", "novel").mean())
         .with_columns(model=pl.lit(job.wildcards["model"]), seed=pl.lit(job.seed))
     )
-    table.write_csv(job.output["table"])
+    write_table(table, job.output["table"])
     novel_rows = table.filter(pl.col("novel"))
     return {
         "novel_loss_before": float(novel_rows["loss_before"].mean()),

@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 
 from taskabs import plots
+from taskabs.artifacts import write_table
 from taskabs.tables import json_rows, mean_sd, read_table
 
 if TYPE_CHECKING:  # stages see a Job; importing the job machinery would put it in their code hash
@@ -37,10 +38,10 @@ def tabulate(job: Job) -> dict:
         )
         .sort("metric", "model")
     )
-    summary.write_csv(job.output["summary"])
+    write_table(summary, job.output["summary"])
 
     recomposition = pl.concat([pl.read_csv(p) for p in _inputs(job, "recomposition")])
-    mean_sd(
+    recomposition = mean_sd(
         recomposition,
         ["model", "mean", "novel"],
         [
@@ -49,23 +50,25 @@ def tabulate(job: Job) -> dict:
             "loss_best_one_hot",
             *[c for c in recomposition.columns if c.startswith("z_")],
         ],
-    ).write_csv(job.output["recomposition"])
+    )
+    write_table(recomposition, job.output["recomposition"])
 
     curves = pl.concat(
         [pl.read_csv(p).with_columns(model=pl.lit(Path(p).parts[-3])) for p in _inputs(job, "curves")]
     )
     # wide (one column per model) so that `dvc plots` can draw both curves from one file
-    (
+    wide = (
         mean_sd(curves, ["model", "step"], ["loss"])
         .pivot(on="model", index="step", values=["loss_mean", "loss_sd"], separator="/")
         .rename(lambda c: "_".join(reversed(c.split("/"))) if "/" in c else c)
-        .write_csv(job.output["curves"])
     )
+    write_table(wide, job.output["curves"])
 
     switch = pl.concat([pl.read_parquet(p) for p in _inputs(job, "switch")])
-    switch.group_by("since_switch").agg(
+    accuracy = switch.group_by("since_switch").agg(
         *[(pl.col(f"pred_{m}") == pl.col("task")).mean().alias(m) for m in METHODS], pl.len().alias("n")
-    ).sort("since_switch").write_csv(job.output["switch"])
+    )
+    write_table(accuracy.sort("since_switch"), job.output["switch"])
     gbi = summary.filter(pl.col("model") == "gbi_lstm")
     return {f"{m}": float(v) for m, v in zip(gbi["metric"], gbi["mean"]) if v is not None}
 
