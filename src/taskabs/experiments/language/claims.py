@@ -21,6 +21,8 @@ from taskabs.claims import (
 
 GBI = "GBI (Hummos et al. 2024)"
 LM_WINDOW = 64  # characters: the window length the corpus-inference targets are stated for
+TARGET_ACCURACY = 0.9  # corpus accuracy of iterative GBI at LM_WINDOW characters (our target)
+ONE_STEP_GAP = 0.05  # most accuracy one-step GBI may lose to the exhaustive likelihood (our target)
 PAPER_SETTING = Setting(
     "BabyLM corpora", "character LSTM LM with z = corpus; z optimised on a held-out corpus", "held-out loss"
 )
@@ -68,7 +70,7 @@ def _one_step_gap(tables: Tables) -> Outcome:
     if isinstance(rows, Outcome):
         return rows
     gap = difference(summary_interval(rows, method="exhaustive"), summary_interval(rows, method="one_step"))
-    return interval_outcome(gap, below(gap, 0.05), prefix="exhaustive - one-step: ")
+    return interval_outcome(gap, below(gap, ONE_STEP_GAP), prefix="exhaustive - one-step: ")
 
 
 def _recomposition(tables: Tables) -> Outcome:
@@ -105,16 +107,16 @@ CLAIMS = [
     _claim(
         "gbi.lm.corpus_inference",
         f"iterative GBI infers the corpus of a {LM_WINDOW}-character window",
-        ">= 0.90 (our target)",
+        f">= {TARGET_ACCURACY:.2f} (our target)",
         ("language_inference",),
-        _accuracy("iterative", 0.9),
+        _accuracy("iterative", TARGET_ACCURACY),
         setting=TARGET_SETTING,
         ours=our_target_setting,
     ),
     _claim(
         "gbi.lm.one_step",
-        f"one-step GBI within 5 points of the exhaustive likelihood ({LM_WINDOW} characters)",
-        "<= 5 points (our target)",
+        f"one-step GBI within {100 * ONE_STEP_GAP:g} points of the exhaustive likelihood ({LM_WINDOW} characters)",
+        f"<= {100 * ONE_STEP_GAP:g} points (our target)",
         ("language_inference",),
         _one_step_gap,
         setting=TARGET_SETTING,

@@ -14,6 +14,7 @@ import polars as pl
 
 from taskabs import plots
 from taskabs.artifacts import write_table
+from taskabs.experiments.language.claims import LM_WINDOW, TARGET_ACCURACY
 from taskabs.tables import mean_sd, read_table
 
 if TYPE_CHECKING:  # stages see a Job; importing the job machinery would put it in their code hash
@@ -25,7 +26,6 @@ METHOD_LABELS = {
     "iterative": "iterative GBI",
     "exhaustive": "exhaustive likelihood",
 }
-TARGET_WINDOW, TARGET_ACCURACY = 64, 0.9  # the target: >= 90% from 64 characters
 
 
 def _paths(job: Job, name: str) -> list[Path]:
@@ -96,8 +96,8 @@ def tabulate(job: Job) -> dict:
     wide = wide.select("step", *models).rename({m: f"{m}_loss_mean" for m in models})
     write_table(wide, job.output["curves"])
 
-    at_target = inference.filter(pl.col("window_length") == TARGET_WINDOW)
-    metrics = {f"accuracy_{r['method']}_w{TARGET_WINDOW}": r["mean"] for r in at_target.iter_rows(named=True)}
+    at_target = inference.filter(pl.col("window_length") == LM_WINDOW)
+    metrics = {f"accuracy_{r['method']}_w{LM_WINDOW}": r["mean"] for r in at_target.iter_rows(named=True)}
     held = recomposition.filter(pl.col("held_out"))
     metrics |= {f"held_out_gain_{r['model']}": r["gain_mean"] for r in held.iter_rows(named=True)}
     return metrics
@@ -146,7 +146,7 @@ def plot(job: Job) -> dict:
             label=METHOD_LABELS[method],
         )
     ax.axhline(1 / len(corpora), color="grey", ls=":", label="chance")
-    ax.plot([TARGET_WINDOW], [TARGET_ACCURACY], "k*", ms=10, label="target")
+    ax.plot([LM_WINDOW], [TARGET_ACCURACY], "k*", ms=10, label="target")
     ax.set(
         xscale="log",
         xlabel="window (characters)",
