@@ -115,7 +115,8 @@ CLAIMS = [
     ),
     _claim(
         "gbi.lm.one_step",
-        f"one-step GBI within {100 * ONE_STEP_GAP:g} points of the exhaustive likelihood ({LM_WINDOW} characters)",
+        f"one-step GBI within {100 * ONE_STEP_GAP:g} points of the exhaustive likelihood "
+        f"({LM_WINDOW} characters)",
         f"<= {100 * ONE_STEP_GAP:g} points (our target)",
         ("language_inference",),
         _one_step_gap,
