@@ -90,17 +90,7 @@ def _recomposition(tables: Tables) -> Outcome:
 
 
 def _claim(id, statement, value, tables, evaluate, *, setting, ours):
-    return Claim(
-        id=id,
-        experiment="language",
-        paper=GBI,
-        statement=statement,
-        paper_value=value,
-        paper_setting=setting,
-        our_setting=ours,
-        tables=tables,
-        evaluate=evaluate,
-    )
+    return Claim(id, "language", GBI, statement, value, setting, ours, tables, evaluate)
 
 
 CLAIMS = [

@@ -82,18 +82,8 @@ def _recomposition(tables: Tables) -> Outcome:
     )
 
 
-def _claim(id, statement, paper_value, tables, evaluate, setting=PAPER_TOY):
-    return Claim(
-        id=id,
-        experiment="sequence",
-        paper=GBI,
-        statement=statement,
-        paper_value=paper_value,
-        paper_setting=setting,
-        our_setting=our_setting,
-        tables=tables,
-        evaluate=evaluate,
-    )
+def _claim(id, statement, paper_value, tables, evaluate):
+    return Claim(id, "sequence", GBI, statement, paper_value, PAPER_TOY, our_setting, tables, evaluate)
 
 
 CLAIMS = [
