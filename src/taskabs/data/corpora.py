@@ -31,6 +31,17 @@ import numpy as np
 
 from taskabs.artifacts import atomic_write_bytes
 from taskabs.data.fetch import fetch_file
+from taskabs.data.sources import (
+    BABYLM,
+    BABYLM_ARCHIVE,
+    BABYLM_LICENCE,
+    BABYLM_SHA256_KEY,
+    BABYLM_URL,
+    QUICK_CORPORA,
+    QUICK_HELD_OUT,
+    QUICK_MAX_CHARS,
+    QUICK_TRAIN,
+)
 from taskabs.hashing import sha256_bytes, sha256_file
 
 __all__ = [
@@ -64,88 +75,6 @@ _GZIP_MAGIC = b"\x1f\x8b"
 # C0 controls except \t (09) and \n (0a), DEL, C1 controls.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 DEFAULT_FILE_SHARE = 16  # default per-file cap: max_chars // DEFAULT_FILE_SHARE
-
-
-# ------------------------------------------------------------------ quick defaults
-# Licence strings summarise /usr/share/doc/<package>/copyright on Debian 12.
-QUICK_CORPORA: dict[str, dict] = {
-    "python_source": {
-        "globs": ["/usr/lib/python3.11/*.py"],
-        # The .py files are split between -minimal (e.g. os.py) and -stdlib; -stdlib
-        # depends on -minimal, so installing it brings both.
-        "package": ["libpython3.11-stdlib", "libpython3.11-minimal"],
-        "package_files_only": True,
-        "licence": "PSF-2.0",
-        "origin": "CPython 3.11 standard library (top-level modules)",
-    },
-    "prose": {
-        "globs": [
-            f"/usr/share/games/fortunes/{name}"
-            for name in (
-                "education",
-                "fortunes",
-                "humorists",
-                "literature",
-                "love",
-                "men-women",
-                "people",
-                "platitudes",
-                "politics",
-                "riddles",
-                "science",
-                "songs-poems",
-                "wisdom",
-                "work",
-            )
-        ],
-        "separator_lines": ["%"],
-        # fortunes-min holds fortunes, literature, riddles; fortunes depends on it.
-        "package": ["fortunes", "fortunes-min"],
-        "licence": (
-            "BSD-4-Clause with the advertising clause deleted (fortune-mod, Regents of "
-            "the University of California); quotations by their respective authors"
-        ),
-        "origin": "English quotations and literature from the fortune-mod databases",
-    },
-    "manual_pages": {
-        "globs": [
-            "/usr/share/man/man2/*",
-            "/usr/share/man/man3/*",
-            "/usr/share/man/man5/*",
-            "/usr/share/man/man7/*",
-        ],
-        "package": ["manpages", "manpages-dev"],
-        "package_files_only": True,  # man3/man5/man7 also hold other packages' pages
-        # troff comments hold each page's licence: without them the corpus is the pages' text,
-        # not a second copy of the legal corpus.
-        "comment_prefixes": ['.\\"', "'\\\""],
-        "licence": (
-            "per page: GPL-2+, GPL-1+, BSD-2/3/4-Clause, Expat, "
-            "Linux-man-pages-copyleft (verbatim copying); see "
-            "/usr/share/doc/manpages/copyright"
-        ),
-        "origin": "Linux man-pages project, troff sources of sections 2, 3, 5, 7",
-    },
-    "legal": {
-        # The licence texts only (~290k characters): package copyright files are mostly lists
-        # of file names and copyright holders, not legal prose.
-        "globs": ["/usr/share/common-licenses/*"],
-        "package": "base-files",
-        "licence": "the licence texts themselves (verbatim copying permitted)",
-        "origin": "Debian's common licence texts (/usr/share/common-licenses)",
-    },
-    "c_headers": {
-        "globs": ["/usr/include/*.h"],
-        "package": "libc6-dev",
-        "package_files_only": True,  # /usr/include also holds other -dev packages' headers
-        "licence": "LGPL-2.1+ (GNU C Library; some files under permissive licences, "
-        "see /usr/share/doc/libc6-dev/copyright)",
-        "origin": "GNU C Library headers (top level of /usr/include)",
-    },
-}
-QUICK_TRAIN: tuple[str, ...] = ("python_source", "prose", "manual_pages", "legal")
-QUICK_HELD_OUT: tuple[str, ...] = ("c_headers",)
-QUICK_MAX_CHARS = 200_000  # every quick corpus has at least this much (legal: 237k); the config caps at 1M
 
 
 # ------------------------------------------------------------------------- errors
@@ -607,19 +536,6 @@ def write_manifest(path: str | os.PathLike, provenance_by_corpus: Mapping[str, M
 
 
 # -------------------------------------------------------------------------- BabyLM
-BABYLM_URL = "https://github.com/babylm/babylm.github.io/raw/main/babylm_data.zip"
-BABYLM_ARCHIVE = "babylm_data.zip"
-BABYLM_SHA256_KEY = "language.data.babylm.sha256"
-BABYLM_LICENCE = "see BabyLM README (per-domain licences)"
-# Same shape as fetch.DEFAULT_DATASETS, but without a pin: no hash of this archive could be
-# verified here (no network), and the URL serves whatever the repository's main branch
-# holds. The pin comes from config (BABYLM_SHA256_KEY); use babylm_dataset(sha256).
-BABYLM: dict = {
-    "files": {BABYLM_ARCHIVE: {}},
-    "sources": [{"kind": "url", "urls": {BABYLM_ARCHIVE: BABYLM_URL}}],
-}
-
-
 def _check_pin(sha256: str | None) -> str:
     if not sha256:
         raise CorpusError(
