@@ -73,7 +73,7 @@ DEFAULT_DATASETS: dict[str, dict] = {
         },
         "sources": [
             # Debian/Ubuntu: `apt-get install dataset-fashion-mnist` (offline-friendly).
-            {"kind": "dir", "path": "/usr/share/datasets/fashion-mnist"},
+            {"kind": "dir", "path": "/usr/share/datasets/fashion-mnist", "package": "dataset-fashion-mnist"},
             {"kind": "url", "base_url": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"},
             {
                 "kind": "url",
