@@ -73,7 +73,7 @@ git -C "$project" -c user.name=slurm-smoke -c user.email=slurm-smoke@localhost \
   commit -q -m "slurm-smoke snapshot of $REPO_ROOT at $source_commit (with uncommitted changes)"
 
 # The local cluster has no GPUs and no accounting database (see docs/cluster.md).
-export TASKABS_SLURM_GPUS="${TASKABS_SLURM_GPUS:-0}" TASKABS_SLURM_CPUS="${TASKABS_SLURM_CPUS:-1}"
+export TASKABS_SLURM_GPUS="${TASKABS_SLURM_GPUS:-0}"
 export TASKABS_SLURM_STATUS_COMMAND="${TASKABS_SLURM_STATUS_COMMAND:-squeue}"
 export TASKABS_SLURM_FIRST_CHECK="${TASKABS_SLURM_FIRST_CHECK:-6}"  # see docs/cluster.md, "Short jobs"
 export PATH="$VENV_BIN:$PATH"

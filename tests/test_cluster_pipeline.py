@@ -57,7 +57,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 # that saw none (a, 2a+10, 3a+30 s): with a=6 the checks at 6 and 22 s catch the 12-20 s jobs here.
 SLURM_SETTINGS = {
     "TASKABS_SLURM_GPUS": "0",
-    "TASKABS_SLURM_CPUS": "1",
     "TASKABS_SLURM_STATUS_COMMAND": "squeue",
     "TASKABS_SLURM_FIRST_CHECK": "6",
 }
