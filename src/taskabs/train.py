@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from taskabs.artifacts import load_checkpoint, save_checkpoint
 from taskabs.hashing import config_hash
@@ -40,6 +39,26 @@ class TrainResult:
 def progress_enabled() -> bool:
     """A progress bar on an interactive terminal only; quiet in CI and in Snakemake logs."""
     return not os.environ.get("CI") and os.isatty(2)
+
+
+class _NoBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        return None
+
+
+def _progress(**kwargs):
+    """tqdm on a terminal; otherwise nothing (tqdm is then not even imported)."""
+    if not progress_enabled():
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(**kwargs)
 
 
 def train(
@@ -94,7 +113,7 @@ def train(
 
     kill_at = int(os.environ.get(KILL_AT_STEP_ENV, -1))
     model.train()
-    with tqdm(total=steps, initial=start, desc=description, disable=not progress_enabled()) as bar:
+    with _progress(total=steps, initial=start, desc=description) as bar:
         for step in range(start, steps):
             loss, metrics = step_loss(model, step)
             optimiser.zero_grad(set_to_none=True)
