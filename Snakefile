@@ -5,6 +5,7 @@ import sys
 from snakemake.utils import min_version, validate
 
 sys.path.insert(0, f"{workflow.basedir}/src")  # the library, whether pip-installed or not
+from taskabs.pipeline import config_checks, locks  # noqa: E402
 
 min_version("9.0")
 
@@ -12,7 +13,8 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+config_checks.validate(config, "workflow/schemas/config.schema.yaml")  # short errors naming the key
+locks.start_heartbeat(workflow)  # what `taskabs unlock-stale` tells a live run from a dead one by
 
 
 report: "workflow/report/workflow.rst"

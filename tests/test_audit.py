@@ -24,6 +24,9 @@ from taskabs.pipeline import audit, cli, provenance
 from taskabs.pipeline.audit import DvcRecord, Producer, Resolution, RunRecord
 
 CONFIG = "config/smoke.yaml"
+# The end-to-end run: the sequence experiment up to evaluation, and the GDLN simulations (two
+# experiments whose stages reach different modules: the per-stage code check tells them apart).
+UNTIL = ["evaluate_sequence", "simulate_gdln"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,7 +158,7 @@ def test_cli_passes_every_configfile_and_the_root(monkeypatch):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = copy_project(tmp_path_factory.mktemp("audit"))
-    snakemake(root, "--until", "evaluate_sequence")  # data, training, evaluation: every kind of check
+    snakemake(root, "--until", *UNTIL)  # data, training, evaluation: every kind of check
     run([str(BIN / "dvc"), "commit", "--force", "--quiet"], root)
     return root
 
@@ -168,7 +171,7 @@ def local_tracking(monkeypatch):
 def audit_of(root: Path) -> tuple[int, str, set[tuple[str, str]]]:
     """(exit code, printed output, {(file, check)} of the mismatches it names)."""
     out = io.StringIO()
-    code = audit.main(root, [CONFIG], out=out)
+    code = audit.main(root, [CONFIG], out=out, until=UNTIL)
     text = out.getvalue()
     named = {
         (line.split()[1], line.split()[2].strip("[]:"))
@@ -207,7 +210,8 @@ def finished_runs(root: Path) -> list[RunRecord]:
 
 
 def results_of(runs: list[RunRecord]) -> list[str]:
-    return sorted(p for r in runs for p in r.outputs().values() if p.startswith("results/"))
+    """The files the runs made (the audit checks data/ and results/ alike)."""
+    return sorted(p for r in runs for p in r.outputs().values() if p.startswith(("results/", "data/")))
 
 
 def readers_of(root: Path, path: str) -> list[RunRecord]:
@@ -219,7 +223,9 @@ def test_clean_tree_passes_from_the_console_script(project, tmp_path):
     made = results_of(finished_runs(project))
     assert made, "the smoke run recorded no outputs"
     result = run(
-        [str(BIN / "taskabs"), "audit", "--configfile", CONFIG, "--root", str(project)], tmp_path, check=False
+        [str(BIN / "taskabs"), "audit", "--configfile", CONFIG, "--root", str(project), "--until", *UNTIL],
+        tmp_path,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     for path in made:
@@ -236,7 +242,9 @@ def test_a_tampered_metrics_file_fails_its_artifact_and_dvc_checks(project):
         values[key] += 1  # a plausible edit: one number changed
         (project / metrics).write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
         code, text, named = audit_of(project)
+    [maker] = [r for r in finished_runs(project) if metrics in results_of([r])]
     expected = {(metrics, "artifact"), (metrics, "dvc")}
+    expected |= {(p, "record") for p in results_of([maker])}  # MLflow's metric != the file's
     expected |= {(p, "data") for r in readers_of(project, metrics) for p in results_of([r])}
     assert code == 1 and named == expected, text
     assert f"MISMATCH {metrics} [artifact]: sha256 on disk" in text
@@ -251,11 +259,11 @@ def test_a_tampered_data_file_fails_the_data_check_of_every_result_made_from_it(
         with (project / data).open("ab") as f:
             f.write(b"\0")
         code, text, named = audit_of(project)  # edited on disk, DVC not told
-        assert code == 1 and named == expected, text
+        assert code == 1 and named == expected | {(data, "artifact"), (data, "dvc")}, text
         assert f"{data} changed on disk since dvc.lock" in text
         run([str(BIN / "dvc"), "commit", "--force", "--quiet"], project)  # ... and recorded by DVC
         code, text, named = audit_of(project)
-        assert code == 1 and named == expected, text
+        assert code == 1 and named == expected | {(data, "artifact")}, text
         assert f"{data}: run read md5" in text and "dvc.lock records" in text
 
 
@@ -315,8 +323,9 @@ def test_a_tampered_tracking_database_fails_the_check_of_each_forged_record(proj
         db.commit()
         db.close()
         code, text, named = audit_of(project)
-    finally:
-        shutil.move(backup, project / "mlflow.db")
+    finally:  # in place: this process's MLflow store keeps its connection to the file open
+        shutil.copyfile(backup, project / "mlflow.db")
+        backup.unlink()
     expected = {(p, "run") for p in results_of([deleted])}
     expected |= {(p, check) for p in results_of([failed]) for check in ("run", "code")}
     expected |= {(p, check) for p in results_of([forged]) for check in ("config", "data")}
@@ -325,3 +334,152 @@ def test_a_tampered_tracking_database_fails_the_check_of_each_forged_record(proj
     assert "no MLflow run records this file" in text and "is FAILED, not FINISHED" in text
     assert f"commit {'f' * 10} is not in this repository" in text
     assert "config_json does not hash to config_hash" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Tampering the audit must catch, and changes it must not cry wolf over
+
+
+def git(root: Path, *args: str) -> None:
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@localhost", *args], root)
+
+
+def stage_readers(root: Path, module_file: str) -> list[RunRecord]:
+    """FINISHED runs whose stage reached ``module_file`` (from their code_modules tag)."""
+    return [r for r in finished_runs(root) if module_file in json.loads(r.tags["code_modules"])]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["src/taskabs/gdln/network.py", "src/taskabs/models/sequence.py"])
+def test_a_comment_only_commit_to_one_module_flags_only_the_stages_that_import_it(project, module):
+    runs = finished_runs(project)
+    readers = stage_readers(project, module)
+    assert readers and len(readers) < len([r for r in runs if results_of([r])]), "need a strict subset"
+    with restored(project, module):
+        with (project / module).open("a") as f:
+            f.write("# a comment, committed after the run\n")
+        git(project, "commit", "-q", "-am", "comment only")
+        try:
+            code, text, named = audit_of(project)
+        finally:
+            (project / module).write_bytes(
+                (project / module).read_bytes().replace(b"# a comment, committed after the run\n", b"")
+            )
+            git(project, "commit", "-q", "-am", "revert the comment")
+    assert code == 1 and named == {(p, "code") for p in results_of(readers)}, text
+    assert f"code changed since run: {module} (edited)" in text
+    code, text, named = audit_of(project)  # the module is back as it was: nothing to report
+    assert code == 0, text
+
+
+@pytest.mark.slow
+def test_a_deleted_result_is_reported_missing(project):
+    evaluation = next(
+        p for p in results_of(finished_runs(project)) if p.startswith("results/") and readers_of(project, p)
+    )  # a result other jobs read: their data checks see it gone too
+    readers = readers_of(project, evaluation)
+    with restored(project, evaluation):
+        (project / evaluation).unlink()
+        code, text, named = audit_of(project)
+    expected = {(evaluation, "exists")} | {(p, "data") for r in readers for p in results_of([r])}
+    assert code == 1 and named == expected, text
+    assert f"MISMATCH {evaluation} [exists]: missing:" in text
+
+
+def sql_edit(root: Path, sql: str, *args) -> None:
+    db = sqlite3.connect(root / "mlflow.db")
+    assert db.execute(sql, args).rowcount >= 1, sql
+    db.commit()
+    db.close()
+
+
+@contextlib.contextmanager
+def database_restored(root: Path):
+    backup = root / "mlflow.db.bak"
+    shutil.copy2(root / "mlflow.db", backup)
+    try:
+        yield
+    finally:  # in place: this process's MLflow store keeps its connection to the file open
+        shutil.copyfile(backup, root / "mlflow.db")
+        backup.unlink()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("edit", ["metric edited", "metric deleted", "param edited", "param deleted"])
+def test_mlflow_metrics_and_params_are_compared_with_the_files_and_config(project, edit):
+    maker = next(
+        r
+        for r in finished_runs(project)
+        if r.tags.get("rule") == "evaluate_sequence" and json.loads(r.tags["metric_keys"])
+    )
+    metric = json.loads(maker.tags["metric_keys"])[0]
+    param = "evaluation.learning_smooth_steps"
+    sql = {
+        "metric edited": ("UPDATE metrics SET value = value + 1 WHERE run_uuid = ? AND key = ?", metric),
+        "metric deleted": ("DELETE FROM metrics WHERE run_uuid = ? AND key = ?", metric),
+        "param edited": ("UPDATE params SET value = '3' WHERE run_uuid = ? AND key = ?", param),
+        "param deleted": ("DELETE FROM params WHERE run_uuid = ? AND key = ?", param),
+    }[edit]
+    with database_restored(project):
+        sql_edit(project, sql[0], maker.run_id, sql[1])
+        if edit.startswith("metric"):
+            sql_edit(
+                project, "DELETE FROM latest_metrics WHERE run_uuid = ? AND key = ?", maker.run_id, metric
+            )
+            if edit == "metric edited":  # MLflow's latest value follows the edit
+                sql_edit(
+                    project,
+                    "INSERT INTO latest_metrics SELECT key, value, timestamp, step, is_nan, run_uuid "
+                    "FROM metrics WHERE run_uuid = ? AND key = ?",
+                    maker.run_id,
+                    metric,
+                )
+        code, text, named = audit_of(project)
+    assert code == 1 and named == {(p, "record") for p in results_of([maker])}, text
+    assert (metric if edit.startswith("metric") else param) in text
+
+
+@pytest.mark.slow
+def test_a_dvc_lock_directory_entry_without_its_manifest_is_reported_not_a_crash(project):
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    md5 = next(
+        o["md5"] for stage in lock["stages"].values() for o in stage["outs"] if o["md5"].endswith(".dir")
+    )
+    manifest = project / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+    hidden = manifest.with_name(manifest.name + ".hidden")
+    manifest.rename(hidden)
+    try:
+        code, text, named = audit_of(project)
+    finally:
+        hidden.rename(manifest)
+    assert code == 1 and "not in the DVC cache" in text, text
+    assert "Traceback" not in text
+
+
+@pytest.mark.slow
+def test_a_bit_flipped_model_stops_the_job_that_reads_it_and_verify_repairs_it(project):
+    model = next(p for p in results_of(finished_runs(project)) if p.endswith("model.pt"))
+    with restored(project, model):
+        data = bytearray((project / model).read_bytes())
+        data[len(data) // 2] ^= 0x01  # one bit: torch.load still reads it
+        (project / model).write_bytes(bytes(data))
+        verdict = run([str(BIN / "taskabs"), "verify", "--configfile", CONFIG], project, check=False)
+        assert verdict.returncode == 1 and f"CORRUPT {model}" in verdict.stdout, verdict.stdout
+        assert "nothing was versioned" in verdict.stdout
+        job = snakemake(project, "--until", *UNTIL, "--forcerun", "evaluate_sequence", check=False)
+        assert job.returncode != 0
+        assert f"input {model} of rule evaluate_sequence fails its check" in job.stdout + job.stderr
+    # the repair: set it aside, re-run; the model is made again and everything checks out
+    with restored(project, model):
+        data = bytearray((project / model).read_bytes())
+        data[len(data) // 2] ^= 0x01
+        (project / model).write_bytes(bytes(data))
+        repaired = run([str(BIN / "taskabs"), "verify", "--repair", "--configfile", CONFIG], project)
+        assert "set aside" in repaired.stdout and not (project / model).exists()
+        snakemake(project, "--until", *UNTIL)
+        run([str(BIN / "taskabs"), "verify", "--configfile", CONFIG], project)
+        run([str(BIN / "dvc"), "commit", "--force", "--quiet"], project)
+        code, text, named = audit_of(project)
+        assert code == 0, text
+        saved = (project / model).read_bytes()
+    (project / model).write_bytes(saved)  # keep the re-made model (its run is the newest)

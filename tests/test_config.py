@@ -55,6 +55,19 @@ BAD = {
     "unknown corpus": ("language: {data: {corpora: [python_source, klingon]}}", "klingon"),
     "unpinned BabyLM": ("language: {data: {source: babylm}}", "language.data.babylm.sha256"),
     "unbalanced batch": ("language: {train: {batch: 30}}", "language.train.batch"),
+    "10,000 seeds": ("seeds: [" + ", ".join(map(str, range(10_000))) + "]", "seeds"),
+    "a width of 10^9": ("geometry: {widths: [1000000000]}", "geometry.widths"),
+    "a hidden size above its maximum": ("sequence: {model: {hidden: 1000000}}", "sequence.model.hidden"),
+    "unknown key in a custom corpus": (
+        "language: {data: {custom_corpora: {x: {globs: [/usr/a], package: p, glbos: [/b]}}}}",
+        "glbos",
+    ),
+    "tracking store outside the project": (
+        "tracking: {uri: 'sqlite:///../elsewhere/mlflow.db'}",
+        "tracking.uri",
+    ),
+    "absolute tracking store": ("tracking: {uri: 'sqlite:////tmp/elsewhere.db'}", "tracking.uri"),
+    "markup in a name": ("sequence: {models: ['</script><script>alert(1)</script>']}", "sequence.models"),
 }
 
 
@@ -69,3 +82,88 @@ def test_bad_config_stops_before_any_job_and_names_the_key(project, case):
     output = result.stdout + result.stderr
     assert key in output, output[-2000:]
     assert not (project / "results").exists() and not (project / "mlflow.db").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# taskabs.pipeline.config_checks directly (fast)
+
+from taskabs.pipeline import config_checks  # noqa: E402
+from taskabs.pipeline.config_checks import ConfigError  # noqa: E402
+
+
+def defaults() -> dict:
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    validate(config, str(SCHEMA))
+    return config
+
+
+def test_the_shipped_configs_pass_every_check():
+    for name in ("config.yaml", "smoke.yaml", "paper.yaml"):
+        config = yaml.safe_load((ROOT / "config" / name).read_text())
+        validate(config, str(SCHEMA))
+        config_checks.check_maxima(config)
+        config_checks.check_dag_size(config)
+        config_checks.check_paths(config)
+        config_checks.check_text(config)
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda c: c["geometry"].update(widths=[100_000]), "geometry.widths[]"),
+        (
+            lambda c: c["geometry"].update(d=list(range(2, 60)), widths=list(range(1, 60)), depths=[1, 2, 3]),
+            "jobs",
+        ),
+        (lambda c: c["tracking"].update(uri="sqlite:///a/../../b.db"), "tracking.uri"),
+        (lambda c: c["tracking"].update(uri="sqlite:////var/tmp/x.db"), "tracking.uri"),
+        (lambda c: c["tracking"].update(experiment="<img src=x onerror=alert(1)>"), "tracking.experiment"),
+    ],
+)
+def test_checks_name_the_key(edit, key):
+    config = defaults()
+    edit(config)
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        config_checks.check(config)
+
+
+def test_an_outside_path_is_accepted_on_explicit_opt_in(monkeypatch):
+    config = defaults()
+    config["tracking"]["uri"] = "sqlite:////var/tmp/x.db"
+    monkeypatch.setenv(config_checks.ALLOW_OUTSIDE_ENV, "1")
+    config_checks.check_paths(config)
+    config["tracking"]["uri"] = "sqlite:///../x.db"  # '..' never
+    with pytest.raises(ConfigError, match="'..'"):
+        config_checks.check_paths(config)
+
+
+def test_cuda_without_a_gpu_is_refused_before_any_job():
+    import torch
+
+    if torch.cuda.is_available():
+        config_checks.check_device("cuda")
+        return
+    with pytest.raises(ConfigError, match="config key device"):
+        config_checks.check_device("cuda")
+
+
+def test_malformed_yaml_is_reported_with_file_and_line(tmp_path):
+    from taskabs.pipeline import cli
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seeds: [0, 1]\nsequence:\n  train: {lr: 0.1\n  model: x\n")
+    problems = config_checks.check_yaml_files([bad])
+    assert len(problems) == 1 and problems[0].startswith(f"{bad}:"), problems
+    assert " not valid YAML" in problems[0] and problems[0].split(":")[1].isdigit(), problems
+    assert cli.main(["check-config", str(bad)]) == 1
+    assert config_checks.check_yaml_files([ROOT / "config/smoke.yaml"]) == []
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    assert "mapping" in config_checks.check_yaml_files([listing])[0]
+
+
+def test_a_schema_error_is_one_short_line_naming_the_key():
+    config = {"sequence": {"train": {"lr": "fast"}}}
+    with pytest.raises(ConfigError) as error:
+        config_checks.validate(config, SCHEMA)
+    assert str(error.value).startswith("config key sequence.train.lr:") and "\n" not in str(error.value)

@@ -103,3 +103,46 @@ def test_sigterm_outside_a_job_keeps_its_usual_meaning():
     with sigterm_handler(_on_sigterm):
         assert signal.getsignal(signal.SIGTERM) is _on_sigterm
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_run_killed_by_sigkill_is_marked_killed_by_the_next_invocation(tmp_path):
+    """SIGKILL cannot be caught: the next invocation (its onstart: tracking.start_invocation) sees
+    that the run's process is gone from this machine and ends the run KILLED."""
+    from mlflow.tracking import MlflowClient
+
+    from taskabs.pipeline import tracking
+
+    uri, ready = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "ready"
+    config = {"tracking": {"uri": uri, "experiment": "signals"}, "device": "cpu"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", JOB_SCRIPT, uri, str(ready)],
+        cwd=tmp_path,
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(ready, proc, timeout=300)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("signals")
+    [run] = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "RUNNING"  # what SIGKILL leaves behind
+    tracking.start_invocation(config, tags={"rule": "pipeline"})
+    tracking.end_invocation(config, success=True)
+    killed = client.get_run(run.info.run_id)
+    assert killed.info.status == "KILLED" and killed.info.end_time is not None
+    # a run whose process is alive, or on another host, is left alone
+    live = client.create_run(
+        experiment.experiment_id,
+        tags={"process": tracking.canonical_json({**tracking.process_identity(), "host": "node-7"})},
+    )
+    assert tracking.end_dead_runs(config) == []
+    assert client.get_run(live.info.run_id).info.status == "RUNNING"

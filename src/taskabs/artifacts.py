@@ -84,28 +84,87 @@ def write_npz(path: str | os.PathLike, **arrays) -> None:
     _atomic(Path(path), lambda f: np.savez_compressed(f, **arrays))
 
 
+RESUME_DIR = "checkpoints"  # training's resume checkpoints: set aside if corrupt, not fatal
+DIGEST_SUFFIX = ".sha256"
+
+
+def is_resume_checkpoint(path: Path) -> bool:
+    return RESUME_DIR in Path(path).parts
+
+
 def save_checkpoint(obj: object, path: str | os.PathLike) -> None:
-    """``torch.save`` through a temporary file, so a kill never leaves a torn checkpoint."""
+    """``torch.save`` through a temporary file, so a kill never leaves a torn checkpoint.
+
+    A resume checkpoint (under ``checkpoints/``) gets a ``.sha256`` sidecar, so that a bit flip
+    that ``torch.load`` would not notice is caught on resume.
+    """
+    import hashlib
+
     import torch
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    payload = buffer.getvalue()
+    path = Path(path)
+    atomic_write_bytes(path, payload)
+    if is_resume_checkpoint(path):
+        atomic_write_bytes(_digest_path(path), hashlib.sha256(payload).hexdigest().encode())
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + DIGEST_SUFFIX)
+
+
+def _verify_digest(path: Path) -> None:
+    from taskabs.hashing import sha256_file
+
+    digest = _digest_path(path)
+    if is_resume_checkpoint(path) and digest.is_file():
+        recorded, actual = digest.read_text().strip(), sha256_file(path)
+        if recorded != actual:
+            raise ValueError(f"sha256 {actual[:12]} != {recorded[:12]} written with it")
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a corrupt file to ``<name>.corrupt-<time>`` beside it (kept for inspection)."""
+    import time
+
+    target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, target)
+    _digest_path(path).unlink(missing_ok=True)
+    return target
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict:
-    """The dict a stage saved with :func:`save_checkpoint`; :class:`CorruptArtifact` if unreadable."""
+    """The dict a stage saved with :func:`save_checkpoint`; :class:`CorruptArtifact` if unreadable.
+
+    A corrupt *resume* checkpoint (under ``checkpoints/``) is not an error: it is named in the
+    log, set aside (:func:`set_aside`) and an empty dict returned, so training starts afresh
+    instead of failing on every re-run.
+    """
+    import logging
+
     import torch
 
     path = Path(path)
     try:
+        _verify_digest(path)
         return torch.load(path, weights_only=False, map_location=map_location)
     except FileNotFoundError:
         raise
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        what = f"{type(error).__name__}: {error}"
+        if is_resume_checkpoint(path):
+            moved = set_aside(path)
+            logging.getLogger(__name__).warning(
+                "checkpoint %s is corrupt (%s); set aside as %s, training restarts from step 0",
+                path,
+                what,
+                moved,
+            )
+            return {}
         raise CorruptArtifact(
-            f"checkpoint {path} cannot be read ({type(error).__name__}: {error}); delete it and "
-            "re-run the job that writes it"
+            f"checkpoint {path} cannot be read ({what}); delete it and re-run the job that writes it"
         ) from error
 
 

@@ -2,7 +2,6 @@
 from taskabs.pipeline import scorecard, tracking
 from taskabs.pipeline.codehash import code_hash
 from taskabs.pipeline.stages import stage_module
-from taskabs.data.corpora import QUICK_CORPORA
 from taskabs.pipeline.provenance import git_state
 
 # The project's one software environment (used with --software-deployment-method conda).
@@ -56,39 +55,7 @@ def images_config(*sections):
     return {section: config["images"][section] for section in sections}
 
 
-def check_language_config():
-    """Stop before any job on what the schema cannot check: unknown corpora, an unpinned BabyLM."""
-    language = config["language"]
-    data = language["data"]
-    if not language["enabled"]:
-        return
-    if data["source"] == "babylm" and not data["babylm"]["sha256"]:
-        raise ValueError(
-            "config key language.data.babylm.sha256 is not set: with language.data.source 'babylm' the "
-            f"archive {data['babylm']['url']} must be pinned. Download it once, verify it, and set its "
-            "SHA-256 (sha256sum babylm_data.zip), or set language.data.source to 'debian'."
-        )
-    if data["source"] == "debian":
-        known = set(QUICK_CORPORA) | set(data["custom_corpora"])
-        unknown = [n for n in data["corpora"] + data["held_out"] if n not in known]
-        if unknown:
-            raise ValueError(
-                f"config keys language.data.corpora/held_out name unknown corpora {unknown}; "
-                f"known: {sorted(known)} (define others under language.data.custom_corpora)"
-            )
-    if set(data["corpora"]) & set(data["held_out"]):
-        raise ValueError(
-            "config keys language.data.corpora and held_out overlap: "
-            f"{sorted(set(data['corpora']) & set(data['held_out']))}"
-        )
-    if language["train"]["batch"] % len(data["corpora"]):
-        raise ValueError(
-            f"config key language.train.batch ({language['train']['batch']}) must be a multiple "
-            f"of the {len(data['corpora'])} training corpora (batches are balanced over them)"
-        )
-
-
-check_language_config()
+config_checks.check(config, workflow)  # bounds, paths, device, corpora (taskabs.pipeline.config_checks)
 
 
 def language_config(*sections):

@@ -10,35 +10,40 @@ import time
 from pathlib import Path
 
 
-def snakemake_running_here(root: Path) -> list[int]:
-    """PIDs of other Snakemake processes working in ``root``."""
-    import psutil
-
-    pids = []
-    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
-        try:
-            cmd = " ".join(proc.info["cmdline"] or [])
-            if (
-                proc.info["pid"] != os.getpid()
-                and "snakemake" in cmd
-                and "--unlock" not in cmd
-                and Path(proc.info["cwd"] or "/").resolve() == root.resolve()
-            ):
-                pids.append(proc.info["pid"])
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return pids
-
-
 def unlock_stale(args) -> int:
-    """Remove Snakemake's lock left by a killed run, unless a run is really going on."""
-    root = Path(args.directory)
-    if not (root / ".snakemake" / "locks").is_dir() or not any((root / ".snakemake" / "locks").iterdir()):
+    """Remove Snakemake's lock left by a killed run, never one a live run (on any host) may hold.
+
+    The evidence is the heartbeat every running workflow refreshes (taskabs.pipeline.locks), not
+    this machine's process table: another host, container or PID namespace sharing the directory
+    is invisible there.
+    """
+    from taskabs.pipeline import locks
+
+    root = Path(args.directory).resolve()
+    if not locks.locked(root):
         return 0
-    if pids := snakemake_running_here(root):
-        print(f"snakemake is running in {root} (pids {pids}); not unlocking", file=sys.stderr)
+    stale, why = locks.stale_verdict(root)
+    if not stale and not args.force:
+        print(f"unlock-stale: {why}", file=sys.stderr)
         return 1
-    return subprocess.run([sys.executable, "-m", "snakemake", "--unlock", "--quiet"], cwd=root).returncode
+    print(f"unlock-stale: {why if stale else 'forced'}; removing the lock", file=sys.stderr)
+    for beat in locks.heartbeats(root):
+        if not beat.live or args.force:
+            beat.path.unlink(missing_ok=True)
+    env = {**os.environ, locks.NO_HEARTBEAT_ENV: "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--unlock", "--quiet"], cwd=root, env=env
+    ).returncode
+
+
+def check_config(args) -> int:
+    """Each config file parses as a YAML mapping; problems named with file, line and column."""
+    from taskabs.pipeline.config_checks import check_yaml_files
+
+    problems = check_yaml_files(args.files)
+    for problem in problems:
+        print(f"config: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def settle_times(paths: list[Path], *, when: float | None = None) -> int:
@@ -73,7 +78,17 @@ def audit(args) -> int:
     from taskabs.pipeline.audit import DEFAULT_CONFIGFILES
     from taskabs.pipeline.audit import main as run_audit
 
+    until = getattr(args, "until", None) or []
+    if until:
+        return run_audit(args.root, args.configfile or list(DEFAULT_CONFIGFILES), until=until)
     return run_audit(args.root, args.configfile or list(DEFAULT_CONFIGFILES))
+
+
+def verify(args) -> int:
+    """Check every file under data/ and results/ against the run that made it."""
+    from taskabs.pipeline.audit import DEFAULT_CONFIGFILES, verify_main
+
+    return verify_main(args.root, args.configfile or list(DEFAULT_CONFIGFILES), repair=args.repair)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("unlock-stale", help="clear the lock of a killed Snakemake run")
     p.add_argument("--directory", default=".")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="unlock even without evidence that the run is gone (after checking every host yourself)",
+    )
     p.set_defaults(func=unlock_stale)
+    p = sub.add_parser("check-config", help="each config file is YAML (errors name file, line and column)")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=check_config)
     p = sub.add_parser(
         "settle-times",
         help="one modification time for every file under the paths "
@@ -101,7 +124,23 @@ def main(argv: list[str] | None = None) -> int:
         "(repeatable; default config/config.yaml)",
     )
     p.add_argument("--root", default=".", help="the project directory (default: the current one)")
+    p.add_argument(
+        "--until", nargs="+", metavar="RULE", help="the results of a partial run (snakemake --until RULE...)"
+    )
     p.set_defaults(func=audit)
+    p = sub.add_parser(
+        "verify",
+        help="check every file under data/ and results/ against the SHA-256 its producing run recorded; "
+        "exit 1 naming each file that fails (run before anything versions them)",
+    )
+    p.add_argument("--configfile", action="append", metavar="FILE", help="config file (repeatable)")
+    p.add_argument("--root", default=".", help="the project directory (default: the current one)")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="set failing outputs aside under .snakemake/set-aside/ so that the next run re-makes them",
+    )
+    p.set_defaults(func=verify)
     args = parser.parse_args(argv)
     return args.func(args)
 

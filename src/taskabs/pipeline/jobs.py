@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from taskabs.hashing import canonical_json, config_hash, md5_file
-from taskabs.pipeline import provenance
+from taskabs.artifacts import CorruptArtifact
+from taskabs.hashing import canonical_json, config_hash
+from taskabs.pipeline import provenance, tracking
 from taskabs.pipeline.tracking import JobRun
 
 log = logging.getLogger(__name__)
@@ -132,32 +133,41 @@ def _run_job(job: Job, stage: Callable[[Job], dict[str, float] | None], pipeline
         "config_json": canonical_json(job.config),
         "data_hash": provenance.data_hash(inputs) if inputs else "none",
         "mlflow.source.git.commit": commit,
+        "process": canonical_json(tracking.process_identity()),
+        "workdir": os.getcwd(),
     }
+    tags |= code_tags(job.rule)
     if slurm := provenance.slurm_job_id():
         tags["slurm_job_id"] = slurm
     for name, value in job.input.items():
         for i, path in enumerate(value if isinstance(value, list) else [value]):
-            if path.is_file():
+            if path.exists():
                 key = f"input.{name}" + (f".{i}" if isinstance(value, list) else "")
                 tags[f"{key}.path"] = str(path)
-                tags[f"{key}.md5"] = md5_file(path)
+                tags[f"{key}.md5"] = provenance.content_md5(path)
     name = job.rule + "".join(f"[{k}={v}]" for k, v in sorted(job.wildcards.items()))
     job.run = JobRun(pipeline_config, name=name, tags=tags)
     job.run.log_params({**job.config, "threads": job.threads})
     started = time.perf_counter()
     try:
+        verify_inputs(job, pipeline_config)
         metrics = stage(job) or {}
         for key, value in metrics.items():
             job.log_metric(key, value)
         job.log_metric("wall_seconds", time.perf_counter() - started)
         job.run.log_metrics(job._metrics)
+        hashes = provenance.path_hash_rows(job.output)
         job.run.set_tags(
-            {f"output.{k}.sha256": v for k, v in provenance.path_hash_rows(job.output).items()}
+            {f"output.{k}.sha256": v for k, v in hashes.items()}
             | {f"output.{k}.path": str(p) for k, p in job.output.items()}
+            | {tracking.produced_key(job.output[k]): v for k, v in hashes.items()}
+            | scalar_metric_tags(metrics, job._metrics)
         )
         for name, path in job.output.items():
             if Path(path).is_file() and Path(path).stat().st_size < 50 * 2**20:
                 job.run.log_artifact(str(path), artifact_path=name)
+            elif Path(path).is_dir():  # the SHA-256 of every file: what the audit and later jobs check
+                job.run.log_dict(provenance.tree_listing(path), f"{MANIFESTS}/{name}.json")
         job.run.finish("FINISHED")
     except BaseException:
         with sigterm_handler(signal.SIG_IGN):  # a second SIGTERM must not cut this short
@@ -166,10 +176,60 @@ def _run_job(job: Job, stage: Callable[[Job], dict[str, float] | None], pipeline
     return metrics
 
 
+def scalar_metric_tags(metrics: dict, logged: list[tuple[str, float, int]]) -> dict[str, str]:
+    """``metric_keys`` (the stage's own metrics, not curves) and ``metrics_digest`` over their
+    values: the audit compares MLflow's metrics with both and with the result files."""
+    curves = {key for key, _, step in logged if step > 0}
+    scalars = {k: float(v) for k, v in metrics.items() if k not in curves}
+    return {
+        "metric_keys": canonical_json(sorted(scalars)),
+        "metrics_digest": tracking.metrics_digest(scalars),
+    }
+
+
+MANIFESTS = "_manifests"  # artifact folder: {relpath: sha256} of each directory output
+
+
+def code_tags(rule: str) -> dict[str, str]:
+    """The code a job runs: its stage's modules with their SHA-256, their hash, and whether any
+    of them differed from the git commit (what the audit's per-stage code check compares)."""
+    from taskabs.pipeline.codehash import code_hash
+    from taskabs.pipeline.stages import stage_module
+
+    try:
+        modules = provenance.stage_code(rule)
+    except KeyError:  # a rule without a stage (tests)
+        return {}
+    return {
+        "code_hash": code_hash(stage_module(rule)),
+        "code_modules": canonical_json(modules),
+        "code_dirty": str(provenance.git_dirty(sorted(modules))).lower(),
+    }
+
+
+def verify_inputs(job: Job, pipeline_config: dict) -> None:
+    """Every input a job made must still hold the bytes its producing run recorded.
+
+    :class:`~taskabs.artifacts.CorruptArtifact` names the first input that does not, the run that
+    made it, and the repair; inputs no recorded run made (or made before runs recorded
+    ``produced.*`` tags) are not checked here (the audit reports them).
+    """
+    for path in [p for v in job.input.values() for p in (v if isinstance(v, list) else [v])]:
+        if not path.exists():
+            continue
+        problem = tracking.verify_against_producer(pipeline_config, path)
+        if problem:
+            raise CorruptArtifact(
+                f"input {path} of rule {job.rule} fails its check: {problem}. Repair: "
+                "`taskabs verify --repair` sets it aside, then `make reproduce` re-runs the job that "
+                "makes it (or `dvc checkout` restores the committed version)"
+            )
+
+
 def files_of(named: dict[str, Path | list[Path]]) -> list[Path]:
-    """Every existing file among named inputs, lists flattened."""
+    """Every existing file (or directory) among named inputs, lists flattened."""
     flat = [p for v in named.values() for p in (v if isinstance(v, list) else [v])]
-    return [p for p in flat if p.is_file()]
+    return [p for p in flat if p.exists()]
 
 
 def _named(items) -> dict[str, Path | list[Path]]:

@@ -8,10 +8,14 @@ before any job starts: many processes creating a fresh SQLite database at once f
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from taskabs.hashing import canonical_json
@@ -20,6 +24,7 @@ log = logging.getLogger(__name__)
 # Before mlflow is imported: MLflow 3's telemetry thread unsets a variable of os.environ while a
 # request iterates it (KeyError '_MLFLOW_TELEMETRY_SESSION_ID', ~1 job in 60 against a server).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # manifests, read by checks
 
 PARENT_RUN_ENV = "TASKABS_PARENT_RUN_ID"
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -86,9 +91,21 @@ def prepare(config: dict) -> str:
 
 
 def start_invocation(config: dict, *, tags: dict[str, str]) -> str:
-    """Open the parent run of one pipeline invocation; its id is exported to every job."""
+    """Open the parent run of one pipeline invocation; its id is exported to every job.
+
+    First, runs left RUNNING by a process that is provably gone (``kill -9``, a crash) are marked
+    KILLED (:func:`end_dead_runs`).
+    """
     client = _client(tracking_uri(config))
-    run = client.create_run(prepare(config), tags={"mlflow.runName": "pipeline", **tags})
+    experiment_id = prepare(config)
+    try:
+        end_dead_runs(config)
+    except Exception as error:  # never stop a run over housekeeping
+        log.warning("could not check for runs left RUNNING: %s", error)
+    run = client.create_run(
+        experiment_id,
+        tags={"mlflow.runName": "pipeline", "process": canonical_json(process_identity()), **tags},
+    )
     os.environ[PARENT_RUN_ENV] = run.info.run_id
     return run.info.run_id
 
@@ -121,6 +138,7 @@ class JobRun:
     """
 
     def __init__(self, config: dict, *, name: str, tags: dict[str, str]):
+        self.config = config
         self.client = _client(tracking_uri(config))
         experiment_id = retry(lambda: prepare(config))
         all_tags = {"mlflow.runName": name, **tags}
@@ -143,6 +161,9 @@ class JobRun:
 
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
         retry(lambda: self.client.log_artifact(self.run_id, path, artifact_path))
+
+    def log_dict(self, obj: Any, artifact_file: str) -> None:
+        retry(lambda: self.client.log_dict(self.run_id, obj, artifact_file))
 
     def flush(self) -> None:
         """Send everything buffered, within MLflow's per-request limits."""
@@ -199,3 +220,180 @@ def runs_behind(path: str, index: dict[str, Any]) -> list[str]:
         seen.append(run.info.run_id)
         stack += [v for k, v in run.data.tags.items() if k.startswith("input.") and k.endswith(".path")]
     return seen
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes behind runs: a run left RUNNING by a process that no longer exists was killed
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def process_identity(pid: int | None = None) -> dict[str, Any]:
+    """Who runs: host, boot id, PID namespace, pid and start time (what tells a live process
+    from a dead one whose pid was reused, and one host or container from another)."""
+    import psutil
+
+    pid = os.getpid() if pid is None else pid
+    try:
+        pid_ns = os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        pid_ns = ""
+    return {
+        "host": socket.gethostname(),
+        "boot_id": _read("/proc/sys/kernel/random/boot_id"),
+        "pid_ns": pid_ns,
+        "pid": pid,
+        "start": round(psutil.Process(pid).create_time(), 2),
+    }
+
+
+def process_alive(identity: dict[str, Any]) -> bool | None:
+    """True if the process is running, False if it provably is not, None if this machine cannot
+    tell (another host, boot, container or PID namespace)."""
+    import psutil
+
+    here = process_identity()
+    if any(identity.get(k) != here[k] for k in ("host", "boot_id", "pid_ns")) or not identity.get("pid"):
+        return None
+    try:
+        started = psutil.Process(int(identity["pid"])).create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except (psutil.AccessDenied, ValueError):
+        return None
+    return abs(started - float(identity.get("start", 0))) < 1.0
+
+
+def end_dead_runs(config: dict) -> list[str]:
+    """Mark KILLED every RUNNING run whose recorded process provably no longer exists.
+
+    A job killed by SIGKILL (the OOM killer, ``kill -9``, a node reboot on the same host) cannot
+    end its own run; the next invocation does. Runs of processes on other hosts (SLURM nodes,
+    other containers) are left alone: this machine cannot tell whether they still run.
+    """
+    client = _client(tracking_uri(config))
+    experiment = client.get_experiment_by_name(experiment_name(config))
+    if experiment is None:
+        return []
+    ended = []
+    for run in client.search_runs(
+        [experiment.experiment_id], "attributes.status = 'RUNNING'", max_results=5000
+    ):
+        try:
+            identity = json.loads(run.data.tags.get("process", ""))
+        except ValueError:
+            continue
+        if isinstance(identity, dict) and process_alive(identity) is False:
+            client.set_tag(
+                run.info.run_id, "killed_note", "its process was gone; marked KILLED by a later run"
+            )
+            client.set_terminated(run.info.run_id, "KILLED")
+            ended.append(run.info.run_id)
+    if ended:
+        log.warning("marked %d run(s) KILLED: their processes are gone (%s)", len(ended), ", ".join(ended))
+    return ended
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs as their producing runs recorded them
+
+
+def metrics_digest(values: dict[str, float]) -> str:
+    """SHA-256 over a stage's scalar metrics (exact float text): a run records it, the audit
+    recomputes it from MLflow's metrics."""
+    text = canonical_json({k: repr(float(v)) for k, v in values.items()})
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def produced_key(path: str | os.PathLike) -> str:
+    """The tag under which a run records the SHA-256 of an output path (searchable by path)."""
+    return "produced." + hashlib.sha1(os.path.normpath(str(path)).encode()).hexdigest()[:24]
+
+
+def content_sha256(path: str | os.PathLike) -> str:
+    from taskabs.hashing import sha256_file
+    from taskabs.pipeline.provenance import tree_digest
+
+    return tree_digest(path, sha256_file) if Path(path).is_dir() else sha256_file(path)
+
+
+def verify_against_producer(config: dict, path: str | os.PathLike, client=None) -> str | None:
+    """None if ``path`` holds bytes a FINISHED run recorded making (or no run records making it);
+    else what differs, naming the run, and for a directory the files."""
+    client = client or _client(tracking_uri(config))
+    experiment = retry(lambda: client.get_experiment_by_name(experiment_name(config)))
+    if experiment is None:
+        return None
+    key, digest = produced_key(path), content_sha256(path)
+    search = lambda where: retry(  # noqa: E731
+        lambda: client.search_runs(
+            [experiment.experiment_id],
+            f"attributes.status = 'FINISHED' and tags.`{key}` {where}",
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
+    )
+    if search(f"= '{digest}'"):
+        return None
+    found = search("LIKE '%'")
+    if not found:
+        return None
+    run = found[0]
+    recorded = run.data.tags[key]
+    detail = (
+        f"sha256 {digest[:12]} on disk, {recorded[:12]} recorded by run {run.info.run_id[:8]} "
+        f"(rule {run.data.tags.get('rule', '?')})"
+    )
+    if Path(path).is_dir():
+        changed = manifest_difference(client, run, path)
+        if changed:
+            detail += "; " + changed
+    return detail
+
+
+def run_manifest(client, run, path: str | os.PathLike) -> dict[str, str] | None:
+    """{relpath: sha256} a run recorded for its directory output ``path`` (None if none)."""
+    import tempfile
+
+    wanted = os.path.normpath(str(path))
+    names = [
+        k[len("output.") : -len(".path")]
+        for k, v in run.data.tags.items()
+        if k.startswith("output.") and k.endswith(".path") and os.path.normpath(v) == wanted
+    ]
+    for name in names:
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                local = client.download_artifacts(run.info.run_id, f"_manifests/{name}.json", tmp)
+                return json.loads(Path(local).read_text())
+        except Exception:  # no manifest (older run) or an unreadable one
+            continue
+    return None
+
+
+def manifest_difference(client, run, path: str | os.PathLike) -> str:
+    """'changed: a, b; missing: c; unexpected: d' between a directory and its run's manifest."""
+    from taskabs.pipeline.provenance import tree_listing
+
+    manifest = run_manifest(client, run, path)
+    if manifest is None:
+        return ""
+    return describe_difference(manifest, tree_listing(path), str(path))
+
+
+def describe_difference(recorded: dict[str, str], on_disk: dict[str, str], base: str, limit: int = 3) -> str:
+    parts = []
+    for what, names in (
+        ("changed", sorted(k for k in recorded.keys() & on_disk.keys() if recorded[k] != on_disk[k])),
+        ("missing", sorted(recorded.keys() - on_disk.keys())),
+        ("unexpected", sorted(on_disk.keys() - recorded.keys())),
+    ):
+        if names:
+            more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+            parts.append(f"{what}: " + ", ".join(os.path.join(base, n) for n in names[:limit]) + more)
+    return "; ".join(parts)
