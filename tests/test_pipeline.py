@@ -1,6 +1,7 @@
 """End to end: the smoke DAG with the real Snakemake, MLflow and DVC, in a fresh copy of the project."""
 
 import json
+from pathlib import Path
 import math
 import os
 import signal
@@ -11,6 +12,7 @@ import polars as pl
 import pytest
 
 from conftest import BIN, copy_project, run, snakemake, tool_env
+from taskabs import hashing
 from taskabs.hashing import sha256_file as file_sha256
 
 pytestmark = pytest.mark.slow
@@ -141,7 +143,12 @@ def test_scorecard_lists_every_claim_with_a_verdict_and_its_runs(project, runs):
     client, all_runs = runs
     card = pl.read_csv(project / "results/scorecard.csv")
     assert card["claim"].to_list() == [c.id for c in CLAIMS]
-    assert set(card["verdict"]) <= {"reproduced", "better", "worse", "not run"}
+    from taskabs.claims import VERDICTS
+
+    assert set(card["verdict"]) <= set(VERDICTS)
+    # a value is only judged against the paper's when the settings match
+    judged = card.filter(pl.col("verdict").is_in(["better", "worse"]))
+    assert judged["comparable"].all(), judged.select("claim", "differences")
     known = {r.info.run_id for r in all_runs}
     for row in card.filter(pl.col("verdict") != "not run").iter_rows(named=True):
         assert row["mlflow_runs"] and set(row["mlflow_runs"].split()) <= known, row["claim"]
@@ -179,6 +186,20 @@ def test_every_job_is_an_mlflow_run_nested_under_its_invocation(project, runs):
         assert tags["device"] == "cpu" and tags["host"] and tags["seed"] in ("0", "1", "2")
         assert json.loads(tags["wildcards"]) is not None
         assert r.data.params, "the job's resolved config is logged as params"
+        # MLflow's own conventions: standard source tags, inputs as datasets, config as a file
+        assert tags["mlflow.source.type"] == "JOB" and tags["mlflow.source.git.commit"] == head
+        inputs = {
+            k.removesuffix(".md5"): v
+            for k, v in tags.items()
+            if k.startswith("input.") and k.endswith(".md5")
+        }
+        digests = {d.dataset.digest for d in r.inputs.dataset_inputs}
+        assert set(inputs.values()) == digests, tags["rule"]
+        assert {"wall_seconds", "cpu_seconds_job", "max_rss_mb"} <= set(r.data.metrics)
+    config_file = json.loads(
+        Path(client.download_artifacts(children[0].info.run_id, "config.json", str(project / ".tmp"))).read_text()
+    )
+    assert hashing.config_hash(config_file) == children[0].data.tags["config_hash"]
         for key, value in tags.items():
             if key.startswith("output.") and key.endswith(".sha256"):
                 path = project / tags[key.replace(".sha256", ".path")]

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import random
+import resource
 import signal
 import sys
 import threading
@@ -132,29 +133,40 @@ def _run_job(job: Job, stage: Callable[[Job], dict[str, float] | None], pipeline
         "config_hash": config_hash(job.config),
         "config_json": canonical_json(job.config),
         "data_hash": provenance.data_hash(inputs) if inputs else "none",
+        # MLflow's standard source tags, so its UI and search know where the run came from
         "mlflow.source.git.commit": commit,
+        "mlflow.source.name": f"workflow/rules (rule {job.rule})",
+        "mlflow.source.type": "JOB",
+        "mlflow.user": provenance.user(),
         "process": canonical_json(tracking.process_identity()),
         "workdir": os.getcwd(),
     }
     tags |= code_tags(job.rule)
     if slurm := provenance.slurm_job_id():
         tags["slurm_job_id"] = slurm
+    datasets = {}
     for name, value in job.input.items():
         for i, path in enumerate(value if isinstance(value, list) else [value]):
             if path.exists():
                 key = f"input.{name}" + (f".{i}" if isinstance(value, list) else "")
                 tags[f"{key}.path"] = str(path)
                 tags[f"{key}.md5"] = provenance.content_md5(path)
+                datasets[key.removeprefix("input.")] = (str(path), tags[f"{key}.md5"])
     name = job.rule + "".join(f"[{k}={v}]" for k, v in sorted(job.wildcards.items()))
     job.run = JobRun(pipeline_config, name=name, tags=tags)
     job.run.log_params({**job.config, "threads": job.threads})
-    started = time.perf_counter()
+    job.run.log_inputs(datasets)
+    job.run.log_dict(job.config, "config.json")  # the resolved config, structured
+    started, cpu_started = time.perf_counter(), time.process_time()
     try:
         verify_inputs(job, pipeline_config)
         metrics = stage(job) or {}
         for key, value in metrics.items():
             job.log_metric(key, value)
+        # the job's own benchmark record (Snakemake's benchmark file is written after the job)
         job.log_metric("wall_seconds", time.perf_counter() - started)
+        job.log_metric("cpu_seconds_job", time.process_time() - cpu_started)
+        job.log_metric("max_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         job.run.log_metrics(job._metrics)
         hashes = provenance.path_hash_rows(job.output)
         job.run.set_tags(

@@ -100,6 +100,15 @@ def host() -> str:
     return socket.gethostname()
 
 
+def user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return str(os.getuid())
+
+
 def slurm_job_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 

@@ -165,6 +165,20 @@ class JobRun:
     def log_dict(self, obj: Any, artifact_file: str) -> None:
         retry(lambda: self.client.log_dict(self.run_id, obj, artifact_file))
 
+    def log_inputs(self, inputs: dict[str, tuple[str, str]]) -> None:
+        """Each input as an MLflow dataset: {name: (path, md5)}, the digest DVC records."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        datasets = [
+            DatasetInput(
+                Dataset(name=name, digest=md5, source_type="local", source=path),
+                tags=[InputTag("mlflow.data.context", "input")],
+            )
+            for name, (path, md5) in inputs.items()
+        ]
+        if datasets:
+            retry(lambda: self.client.log_inputs(self.run_id, datasets=datasets))
+
     def flush(self) -> None:
         """Send everything buffered, within MLflow's per-request limits."""
         from mlflow.entities import Metric, Param, RunTag
