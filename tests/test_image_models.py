@@ -45,15 +45,25 @@ def test_per_example_gradient_is_independent_of_the_batch():
     torch.testing.assert_close(g_batch[2:3], g_one)
 
 
-@pytest.mark.parametrize("loss", ["bce", "mse"])
+@pytest.mark.parametrize("loss", ["bce", "mse", "gaussian"])
 def test_loss_closed_form_at_zero_logits(loss):
     model = _model(loss=loss, kl_weight=0.0)
     torch.nn.init.zeros_(model.decoder[-1].weight)
-    torch.nn.init.zeros_(model.decoder[-1].bias)  # logits 0 -> every pixel predicted 0.5
+    torch.nn.init.zeros_(model.decoder[-1].bias)  # logits 0 -> every pixel predicted 0.5 (gaussian: 0)
     x = torch.rand(3, 28, 28)
     z = F.one_hot(torch.tensor([0, 1, 2]), C).float()
-    expected = torch.full((3,), 784 * math.log(2)) if loss == "bce" else (x.flatten(1) - 0.5).square().sum(1)
+    expected = {
+        "bce": torch.full((3,), 784 * math.log(2)),
+        "mse": (x.flatten(1) - 0.5).square().sum(1),
+        "gaussian": 0.5 * x.flatten(1).square().sum(1),
+    }[loss]
     torch.testing.assert_close(model.loss(x, z), expected)
+    reconstruction = model(x, z)
+    assert torch.allclose(
+        reconstruction, torch.zeros_like(reconstruction) + (0.0 if loss == "gaussian" else 0.5)
+    )
+    with pytest.raises(ValueError, match="gaussian"):
+        _model(loss="laplace")
 
 
 def test_loss_from_code_matches_loss_for_each_one_hot_class():

@@ -171,3 +171,71 @@ def test_classifier_baselines():
     big = np.array([[1000.0, 0.0]])  # no overflow
     assert ood.energy_score(big)[0] == pytest.approx(-1000.0)
     assert ood.energy_score(logits, temperature=2.0)[0] == pytest.approx(-2 * math.log(2))
+
+
+def test_centred_scores_ignore_the_common_mode_and_the_scale_of_the_loss():
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal((20, 10))
+    common = rng.standard_normal((20, 1))
+    np.testing.assert_allclose(ood.centred_gradient(g).sum(1), 0, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(ood.centred_unit_gradient(g), axis=1), 1)
+    loss = rng.uniform(50, 100, 20)
+    for c in (0.01, 3.0, 1e4):  # L -> cL multiplies g (and L) by c; adding a*1 moves g along all-ones
+        shifted = c * g + c * common
+        np.testing.assert_allclose(ood.gradient_peak_score(shifted), ood.gradient_peak_score(g))
+        np.testing.assert_allclose(
+            ood.centred_gradient_entropy_score(shifted, temperature=0.2),
+            ood.centred_gradient_entropy_score(g, temperature=0.2),
+        )
+        np.testing.assert_allclose(
+            ood.relative_gradient_norm_score(shifted, c * loss), ood.relative_gradient_norm_score(g, loss)
+        )
+    # the uncentred scores are not invariant: the defect the centred ones fix
+    assert not np.allclose(ood.gradient_max_score(3 * g), ood.gradient_max_score(g))
+    assert ood.gradient_peak_score(np.ones((1, 4)))[0] == 0.0  # flat gradient: no class stands out
+
+
+def test_gradient_peak_closed_forms_and_orientation():
+    C = 4
+    one_class = np.array([[-3.0, 1.0, 1.0, 1.0]])  # one class lowers the loss, the others raise it equally
+    assert ood.gradient_peak_score(one_class)[0] == pytest.approx(math.sqrt((C - 1) / C))
+    all_but_one = np.array([[-1.0, -1.0, -1.0, 3.0]])
+    assert ood.gradient_peak_score(all_but_one)[0] == pytest.approx(1 / math.sqrt(C * (C - 1)))
+    # orientation: a gradient that singles out a class (in-distribution-like) is more confident than
+    # a diffuse one (an input no class explains): as an OOD score (-peak) the diffuse one ranks higher
+    rng = np.random.default_rng(1)
+    in_dist = rng.normal(0, 0.1, (200, 10))
+    in_dist[np.arange(200), rng.integers(0, 10, 200)] -= 3.0
+    out = rng.normal(0, 1.0, (200, 10))
+    is_ood = np.r_[np.zeros(200, bool), np.ones(200, bool)]
+    score = -ood.gradient_peak_score(np.concatenate([in_dist, 50 * out]))  # OOD also has a larger |g|
+    assert ood.auroc(score, is_ood) > 0.95
+    entropy = ood.centred_gradient_entropy_score(np.concatenate([in_dist, 50 * out]), temperature=0.3)
+    assert ood.auroc(entropy, is_ood) > 0.95
+    # the raw max(-g) is fooled by the larger |g| of the OOD inputs: the failure the centring and
+    # normalisation remove
+    raw = -ood.gradient_max_score(np.concatenate([in_dist, 50 * out]))
+    assert ood.auroc(raw, is_ood) < 0.5
+
+
+def test_relative_norm_is_large_when_z_explains_the_loss():
+    g = np.array([[-5.0, 5.0], [-5.0, 5.0]])
+    np.testing.assert_allclose(
+        ood.relative_gradient_norm_score(g, [10.0, 1000.0]), [math.sqrt(50) / 10, math.sqrt(50) / 1000]
+    )
+
+
+def test_no_network_floors_closed_forms():
+    x = np.array([[0.0, 1.0, 0.5, 0.5], [1.0, 1.0, 1.0, 1.0]])
+    np.testing.assert_allclose(ood.ink_deviation_score(x, 2.0), [0.0, 2.0])
+    np.testing.assert_allclose(ood.ink_deviation_score(-x, 2.0), [0.0, 2.0])  # ink is the L1 norm
+    mean = np.full(4, 0.5)
+    np.testing.assert_allclose(ood.bernoulli_pixel_nll(x, mean), [4 * math.log(2)] * 2)
+    p = np.array([0.1, 0.9, 0.5, 0.5])
+    expected = -(math.log(0.9) + math.log(0.9) + 2 * math.log(0.5))
+    assert ood.bernoulli_pixel_nll(x[:1], p)[0] == pytest.approx(expected)
+    assert np.isfinite(ood.bernoulli_pixel_nll(x, np.array([0.0, 1.0, 0.0, 1.0]))).all()  # clipped
+    nll = ood.gaussian_pixel_nll(x, np.zeros(4), np.ones(4))
+    np.testing.assert_allclose(nll, 0.5 * (x**2).sum(1) + 2 * math.log(2 * math.pi))
+    tiny = ood.gaussian_pixel_nll(x, np.zeros(4), np.zeros(4), min_variance=0.5)
+    np.testing.assert_allclose(tiny, ood.gaussian_pixel_nll(x, np.zeros(4), np.full(4, 0.5)))

@@ -1,14 +1,15 @@
 """Calibration of confidences (pure numpy): reliability bins, ECE, selective accuracy, temperature.
 
 ``confidences`` are (N,) floats in [0, 1] and ``correct`` (N,) bools or 0/1; empty inputs give
-NaN (or empty arrays for curves).
+NaN (or empty arrays for curves). Temperatures are fitted on validation data by the caller
+(the image experiment: on its validation split), never on the examples they are evaluated on.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
+from scipy.special import log_softmax
 
 
 def reliability_bins(confidences, correct, *, n_bins: int = 15) -> dict[str, np.ndarray]:
@@ -99,16 +100,3 @@ def fit_temperature(
 
     found = minimize_scalar(nll, bounds=tuple(np.log(bounds)), method="bounded", options={"xatol": 1e-4})
     return float(np.exp(found.x))
-
-
-def cross_fitted_confidence(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, list[float]]:
-    """max softmax(logits / T) where each half (even / odd rows) uses T fitted on the other half.
-
-    Returns confidences (N,) and the two temperatures [T fitted on even rows, T on odd rows].
-    """
-    halves = [np.arange(0, len(labels), 2), np.arange(1, len(labels), 2)]
-    temps = [fit_temperature(logits[h], labels[h]) for h in halves]
-    conf = np.empty(len(labels))
-    for rows, t in ((halves[0], temps[1]), (halves[1], temps[0])):
-        conf[rows] = softmax(logits[rows] / t, axis=1).max(1)
-    return conf, temps

@@ -12,6 +12,22 @@ both (AUROC, FPR at TPR, ROC curve rates) are NaN. Calibration is in :mod:`taska
 
 Score functions map a GBI gradient matrix ``g = dL/dz`` of shape (B, C), or
 classifier logits (B, C), to a per-example score (B,).
+
+GBI gradient scores (docs/science.md §4). z lives on the simplex, so the part of g along the
+all-ones direction (its mean) is a direction z never moves in; the informative part is the
+*centred* gradient g - mean(g), which is the gradient with respect to the softmax logits of z at 0
+(times C). A loss summed over pixels also makes |g| grow with the reconstruction error, i.e. with
+how badly the input fits at all, so a score built on g's size ranks by likelihood, not by what z
+explains. The ``centred`` scores below are therefore scale-free: :func:`gradient_peak_score` and
+:func:`centred_gradient_entropy_score` only see the direction of the centred gradient (unchanged
+when the loss is multiplied by a constant c > 0 or shifted along all-ones), and
+:func:`relative_gradient_norm_score` divides its size by the loss at z0 (unchanged under L -> cL).
+The uncentred :func:`gradient_norm_score`, :func:`gradient_max_score`, :func:`gradient_mean_score`
+and :func:`gradient_entropy_score` are kept as plain functions; they are neither centred nor
+scale-free.
+
+No-network floors: :func:`ink_deviation_score`, :func:`bernoulli_pixel_nll`,
+:func:`gaussian_pixel_nll` need only the input and training-set statistics.
 """
 
 from __future__ import annotations
@@ -22,6 +38,14 @@ from scipy.stats import rankdata
 
 __all__ = [
     "auroc",
+    "bernoulli_pixel_nll",
+    "centred_gradient",
+    "centred_gradient_entropy_score",
+    "centred_unit_gradient",
+    "gaussian_pixel_nll",
+    "gradient_peak_score",
+    "ink_deviation_score",
+    "relative_gradient_norm_score",
     "energy_score",
     "fpr_at_tpr",
     "gradient_entropy_score",
@@ -162,3 +186,72 @@ def energy_score(logits, *, temperature: float = 1.0) -> np.ndarray:
     """
     logits = np.asarray(logits, dtype=np.float64)
     return -temperature * logsumexp(logits / temperature, axis=-1)
+
+
+# ------------------------------------------------------------ centred, scale-free GBI scores
+def centred_gradient(g) -> np.ndarray:
+    """g - mean_c(g): (B, C) -> (B, C). The gradient w.r.t. softmax logits at 0, times C."""
+    g = np.asarray(g, dtype=np.float64)
+    return g - g.mean(axis=-1, keepdims=True)
+
+
+def centred_unit_gradient(g) -> np.ndarray:
+    """The centred gradient divided by its norm: (B, C) -> (B, C), rows of unit norm (0 if g is flat)."""
+    gc = centred_gradient(g)
+    norm = np.linalg.norm(gc, axis=-1, keepdims=True)
+    return np.divide(gc, norm, out=np.zeros_like(gc), where=norm > 0)
+
+
+def gradient_peak_score(g) -> np.ndarray:
+    """max_c(-u_c), u the centred unit gradient: (B, C) -> (B,), a confidence (larger = in-distribution).
+
+    How much one class stands out among the directions z can move in: sqrt((C-1)/C) when a single
+    class lowers the loss and every other raises it equally, down to 1/sqrt(C(C-1)) when every class
+    but one lowers it equally, 0 for a flat gradient. Invariant to L -> cL (c > 0) and to g -> g + a.
+    """
+    return np.max(-centred_unit_gradient(g), axis=-1)
+
+
+def centred_gradient_entropy_score(g, *, temperature: float = 1.0) -> np.ndarray:
+    """Entropy (nats) of softmax(-u / temperature), u the centred unit gradient: (B, C) -> (B,).
+
+    Scale-free like :func:`gradient_peak_score`; the temperature is fitted on validation labels.
+    """
+    return softmax_entropy(-centred_unit_gradient(g) / temperature)
+
+
+def relative_gradient_norm_score(g, loss_at_z0) -> np.ndarray:
+    """||g - mean(g)|| / L(z0): (B, C), (B,) -> (B,), a confidence (larger = in-distribution).
+
+    How much of the loss z can move, relative to the loss itself; invariant to L -> cL. It divides
+    by the loss, so it mixes the likelihood into the score (documented as such).
+    """
+    gc = centred_gradient(g)
+    loss = np.asarray(loss_at_z0, dtype=np.float64)
+    return np.linalg.norm(gc, axis=-1) / np.maximum(np.abs(loss), 1e-12)
+
+
+# --------------------------------------------------------------------- no-network floors
+def ink_deviation_score(x, reference_ink: float) -> np.ndarray:
+    """| ||x||_1 - reference_ink |: (B, D) -> (B,), larger = more OOD.
+
+    Total ink of the network's input against the training set's mean total ink; two-sided, so no
+    direction is chosen after seeing which OOD set carries more ink.
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    return np.abs(np.abs(x).sum(axis=1) - float(reference_ink))
+
+
+def bernoulli_pixel_nll(x, mean_image, *, eps: float = 1e-4) -> np.ndarray:
+    """Summed BCE of pixels x in [0, 1] under independent Bernoulli pixels p = mean_image: (B,)."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    p = np.clip(np.asarray(mean_image, dtype=np.float64).ravel(), eps, 1 - eps)
+    return -(x * np.log(p) + (1 - x) * np.log1p(-p)).sum(axis=1)
+
+
+def gaussian_pixel_nll(x, mean_image, variance, *, min_variance: float = 1e-3) -> np.ndarray:
+    """Summed NLL (nats) of x under independent Gaussian pixels N(mean_image, variance): (B,)."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    mu = np.asarray(mean_image, dtype=np.float64).ravel()
+    var = np.maximum(np.asarray(variance, dtype=np.float64).ravel(), min_variance)
+    return 0.5 * (((x - mu) ** 2) / var + np.log(2 * np.pi * var)).sum(axis=1)

@@ -1,5 +1,7 @@
-# GBI image classifier: fetch (pinned SHA-256) -> prepare -> train the conditional generative net and the
-# classifier -> inference, OOD, calibration -> recomposition of mixtures -> tables and figures.
+# GBI image classifier: fetch (pinned SHA-256) -> prepare (train / validation / test) -> train the
+# conditional generative net and the classifier, one model per input variant (per-image normalised,
+# the headline; raw pixels, the extra row) in the same job -> inference, OOD, calibration, floors ->
+# recomposition of mixtures -> tables and figures.
 
 
 rule fetch_images:
@@ -20,11 +22,12 @@ rule fetch_images:
 
 
 rule prepare_images:
-    """In-distribution train/test split and the out-of-distribution sets, as arrays."""
+    """In-distribution train / validation / test splits and the out-of-distribution sets, as arrays."""
     input:
         raw=rules.fetch_images.output.raw,
     output:
         train="data/prepared/images/train.npz",
+        validation="data/prepared/images/validation.npz",
         test="data/prepared/images/test.npz",
         ood="data/prepared/images/ood.npz",
     log:
@@ -41,12 +44,14 @@ rule prepare_images:
 
 
 rule train_image_generative:
-    """Class-conditioned generative network p(x | z), z = class one-hot."""
+    """Class-conditioned generative network p(x | z), z = class one-hot: raw and per-image inputs."""
     input:
         train=rules.prepare_images.output.train,
     output:
         model="results/images/generative/seed{seed}/model.pt",
         curve="results/images/generative/seed{seed}/learning_curve.csv",
+        model_per_image="results/images/generative/seed{seed}/model_per_image.pt",
+        curve_per_image="results/images/generative/seed{seed}/learning_curve_per_image.csv",
     log:
         "logs/train_image_generative/seed{seed}.log",
     benchmark:
@@ -63,12 +68,14 @@ rule train_image_generative:
 
 
 rule train_image_classifier:
-    """The canonical classifier of comparable size: the baseline."""
+    """The canonical classifier of comparable size: the baseline (raw and per-image inputs)."""
     input:
         train=rules.prepare_images.output.train,
     output:
         model="results/images/classifier/seed{seed}/model.pt",
         curve="results/images/classifier/seed{seed}/learning_curve.csv",
+        model_per_image="results/images/classifier/seed{seed}/model_per_image.pt",
+        curve_per_image="results/images/classifier/seed{seed}/learning_curve_per_image.csv",
     log:
         "logs/train_image_classifier/seed{seed}.log",
     benchmark:
@@ -85,10 +92,15 @@ rule train_image_classifier:
 
 
 rule infer_images:
-    """Class inference (one-step, iterative, exhaustive GBI; classifier), OOD scores, calibration."""
+    """Class inference (one-step, iterative, exhaustive GBI; classifier; linear floor), OOD scores and
+    floors, calibration; temperatures on validation, the test split read once."""
     input:
         generative=rules.train_image_generative.output.model,
         classifier=rules.train_image_classifier.output.model,
+        generative_per_image=rules.train_image_generative.output.model_per_image,
+        classifier_per_image=rules.train_image_classifier.output.model_per_image,
+        train=rules.prepare_images.output.train,
+        validation=rules.prepare_images.output.validation,
         test=rules.prepare_images.output.test,
         ood=rules.prepare_images.output.ood,
     output:

