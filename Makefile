@@ -97,6 +97,7 @@ slurm-smoke: venv system-deps
 
 ## bench: performance ratios measured in one run each (tracking overhead, GBI cost)
 bench: venv
+	cd benchmarks && ../$(BIN)/python job_overhead.py
 	cd benchmarks && ../$(BIN)/python tracking_overhead.py
 	cd benchmarks && ../$(BIN)/python gbi_cost.py
 	cd benchmarks && ../$(BIN)/python image_gbi_cost.py
