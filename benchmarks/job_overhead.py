@@ -54,7 +54,8 @@ def main(argv=None) -> None:
             "-c",
             "import sys; sys.path.insert(0, sys.argv[2]); "
             "from taskabs.pipeline import tracking; "
-            "tracking.prepare({'tracking': {'uri': f'sqlite:///{sys.argv[1]}/mlflow.db', 'experiment': 'bench'}})",
+            "uri = f'sqlite:///{sys.argv[1]}/mlflow.db'; "
+            "tracking.prepare({'tracking': {'uri': uri, 'experiment': 'bench'}})",
             str(work),
             src,
         ],
