@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from taskabs.artifacts import CorruptArtifact
+from taskabs.devices import resolve_device
 from taskabs.hashing import canonical_json, config_hash
 from taskabs.pipeline import provenance, tracking
 from taskabs.pipeline.tracking import JobRun
@@ -46,7 +46,7 @@ class Job:
     wildcards: dict[str, str] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)  # other params (e.g. checkpoint paths)
     threads: int = 1
-    device: torch.device = torch.device("cpu")
+    device: Any = "cpu"  # a torch.device once the job runs a torch stage
     run: JobRun | None = None
     _metrics: list[tuple[str, float, int]] = field(default_factory=list)
 
@@ -62,16 +62,22 @@ class Job:
 
 
 def seed_everything(seed: int, threads: int) -> None:
-    """Seeds and deterministic kernels: identical results on CPU for the same seed and threads."""
+    """Seeds and deterministic kernels: identical results on CPU for the same seed and threads.
+
+    torch is seeded only when the stage's module imported it: a stage without torch (tables,
+    figures, the scorecard) does not pay its import, about a second per job.
+    """
     random.seed(seed)
     np.random.seed(seed)
+    if "torch" not in sys.modules:
+        return
+    import torch
+
+    from taskabs.devices import make_deterministic
+
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, threads))
-    # torch.use_deterministic_algorithms(True, warn_only=True) without its import of
-    # torch._inductor.config (~1-3 s per job; nothing here compiles): inductor reads the
-    # environment variable if something imports it later, or is told directly if it already has.
-    torch._C._set_deterministic_algorithms(True, warn_only=True)
-    os.environ["TORCHINDUCTOR_DETERMINISTIC"] = "1"
+    make_deterministic()
     if (inductor := sys.modules.get("torch._inductor.config")) is not None:
         inductor.deterministic = True
 
@@ -119,7 +125,8 @@ def run_job(job: Job, stage: Callable[[Job], dict[str, float] | None], pipeline_
 
 def _run_job(job: Job, stage: Callable[[Job], dict[str, float] | None], pipeline_config: dict) -> dict:
     seed_everything(job.seed, job.threads)
-    job.device = provenance.resolve_device(pipeline_config.get("device", "cpu"))
+    if "torch" in sys.modules:  # the device only means something to a torch stage
+        job.device = resolve_device(pipeline_config.get("device", "cpu"))
     commit, dirty = provenance.git_state()
     inputs = files_of(job.input)
     tags = {

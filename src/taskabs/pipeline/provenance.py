@@ -7,12 +7,8 @@ import os
 import socket
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from taskabs.hashing import canonical_json, md5_file, sha256_file
-
-if TYPE_CHECKING:
-    import torch
 
 
 def tree_files(directory: str | os.PathLike) -> list[Path]:
@@ -76,24 +72,6 @@ def git_state(cwd: str | os.PathLike = ".") -> tuple[str, bool]:
     except (OSError, subprocess.CalledProcessError):
         return "unknown", True
     return commit, bool(status.strip())
-
-
-def resolve_device(requested: str) -> torch.device:
-    """'auto' picks CUDA if visible, then Apple MPS, then CPU; anything else is forced."""
-    # Imported here, not at the top: the Snakefile imports this module (via taskabs.pipeline.tracking), so a
-    # top-level torch import costs ~1 s in every Snakemake start-up, two per SLURM job.
-    import torch
-
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"config device={requested!r} but no CUDA device is visible")
-    return device
 
 
 def host() -> str:
