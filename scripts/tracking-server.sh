@@ -10,10 +10,12 @@
 #   scripts/tracking-server.sh check URI   exit 0 if URI answers /health within
 #                                          TASKABS_TRACKING_CHECK_TIMEOUT s (default 5), else 1
 #   scripts/tracking-server.sh uri         print the URI of the running server
-# While up, $TASKABS_TRACKING_DIR/backend-uri holds the PostgreSQL URI (for audits and tests).
+# While up, $TASKABS_TRACKING_DIR/backend-uri holds the PostgreSQL URI with its password (for
+# audits and tests), readable by its owner only.
 #
-# State (database cluster, artifacts, logs) lives in one directory:
-#   TASKABS_TRACKING_DIR  (default: ${TMPDIR:-/tmp}/taskabs-tracking)
+# State (database cluster, artifacts, logs, credentials) lives in one private directory, owned by
+# the caller and closed to other users (checked on every start):
+#   TASKABS_TRACKING_DIR  (default: ${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}}/taskabs-tracking-<uid>)
 # Other knobs: TASKABS_PG_PORT (first port to try, default 15432), TASKABS_MLFLOW_PORT
 # (default 15000), TASKABS_MLFLOW_HOST (default 127.0.0.1; on a cluster, an internal
 # interface of the login node: the server has no authentication), TASKABS_TRACKING_TIMEOUT
@@ -22,16 +24,22 @@
 #
 # PostgreSQL comes from Debian's `postgresql` package (installed with apt-get if missing and
 # root). Exit code 3 means "cannot run here"; the reason is on stderr.
-# Database access is `trust` on 127.0.0.1: fine for one user's test server, not for a shared host.
+# Database access: scram-sha-256 passwords on 127.0.0.1 (no trust); MLflow connects as the role
+# `mlflow`, which owns its database and nothing else (no superuser, no CREATEDB, no CREATEROLE).
+# The passwords are random per `up`, in files only the owner can read. For user accounts on the
+# MLflow server itself, start it with MLflow's basic-auth app (docs/cluster.md).
 set -euo pipefail
+umask 077
 
-STATE="${TASKABS_TRACKING_DIR:-${TMPDIR:-/tmp}/taskabs-tracking}"
+STATE="${TASKABS_TRACKING_DIR:-${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}}/taskabs-tracking-$(id -u)}"
 PGDATA_DIR="$STATE/pg"
 SOCK_DIR="$STATE/pgsock"
 LOG_DIR="$STATE/log"
 MLFLOW_PIDFILE="$STATE/mlflow.pid"
 URI_FILE="$STATE/uri"
 BACKEND_FILE="$STATE/backend-uri"
+ADMIN_PW_FILE="$STATE/admin-password"  # the cluster's bootstrap superuser (initdb only)
+DB_ADMIN=taskabs_admin
 TIMEOUT="${TASKABS_TRACKING_TIMEOUT:-120}"
 DB_USER=mlflow
 DB_NAME=mlflow
@@ -143,8 +151,24 @@ fail_up() {
   exit 1
 }
 
+# The state directory must be ours and closed to others: a predictable path in a shared /tmp
+# could otherwise be prepared by another user.
+private_state() {
+  if [[ -e "$STATE" || -L "$STATE" ]]; then
+    [[ -d "$STATE" && ! -L "$STATE" ]] || die "$STATE exists and is not a directory"
+    [[ $(stat -c %u "$STATE") -eq $(id -u) ]] ||
+      die "$STATE belongs to uid $(stat -c %u "$STATE"), not to you: set TASKABS_TRACKING_DIR"
+    (( (8#$(stat -c %a "$STATE") & 8#022) == 0 )) ||
+      die "$STATE is writable by other users (mode $(stat -c %a "$STATE")): remove it or set TASKABS_TRACKING_DIR"
+  else
+    mkdir -m 0700 -p "$STATE"
+  fi
+}
+
+random_password() { head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32; }
+
 do_up() {
-  mkdir -p "$STATE"
+  private_state
   ensure_postgres
   local mlflow bindir
   mlflow=$(find_mlflow)
@@ -159,10 +183,15 @@ do_up() {
 
   rm -rf "$PGDATA_DIR" "$SOCK_DIR" "$LOG_DIR" "$URI_FILE" "$BACKEND_FILE"
   mkdir -p "$STATE/artifacts" "$LOG_DIR" "$SOCK_DIR" "$PGDATA_DIR"
-  chmod 0755 "$STATE" "$LOG_DIR"
-  chmod 0700 "$PGDATA_DIR"
+  # others may traverse (postgres, when we are root) but neither list nor write
+  chmod 0711 "$STATE" "$LOG_DIR"
+  chmod 0700 "$PGDATA_DIR" "$STATE/artifacts"
+  local admin_pw db_pw
+  admin_pw=$(random_password)
+  db_pw=$(random_password)
+  printf '%s\n' "$admin_pw" >"$ADMIN_PW_FILE"
   if [[ $(id -u) -eq 0 ]]; then
-    chown postgres: "$PGDATA_DIR" "$SOCK_DIR"
+    chown postgres: "$PGDATA_DIR" "$SOCK_DIR" "$ADMIN_PW_FILE"
     touch "$LOG_DIR/postgres.log" && chown postgres: "$LOG_DIR/postgres.log"
     runuser -u postgres -- test -w "$PGDATA_DIR" ||
       die "user postgres cannot reach $PGDATA_DIR: set TASKABS_TRACKING_DIR under a world-traversable directory"
@@ -174,18 +203,23 @@ do_up() {
   host="${TASKABS_MLFLOW_HOST:-127.0.0.1}"
 
   # --no-sync: `up` always starts from a fresh cluster, so a crash during initdb costs nothing.
-  as_db_owner "$bindir/initdb" -D "$PGDATA_DIR" -U "$DB_USER" -A trust -E UTF8 --no-sync \
-    --no-instructions >"$LOG_DIR/initdb.log" 2>&1 || {
+  as_db_owner "$bindir/initdb" -D "$PGDATA_DIR" -U "$DB_ADMIN" --pwfile="$ADMIN_PW_FILE" \
+    -A scram-sha-256 -E UTF8 --no-sync --no-instructions >"$LOG_DIR/initdb.log" 2>&1 || {
     tail -n 20 "$LOG_DIR/initdb.log" >&2; fail_up "initdb failed"; }
   as_db_owner "$bindir/pg_ctl" -D "$PGDATA_DIR" -l "$LOG_DIR/postgres.log" -w -t 60 \
     -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $SOCK_DIR" start >/dev/null ||
     fail_up "postgres did not start"
-  as_db_owner "$bindir/createdb" -h 127.0.0.1 -p "$pg_port" -U "$DB_USER" "$DB_NAME" ||
-    fail_up "createdb $DB_NAME failed"
+  # passwords through the environment and stdin, never on a command line (ps shows those)
+  PGPASSWORD="$admin_pw" as_db_owner "$bindir/psql" -h 127.0.0.1 -p "$pg_port" -U "$DB_ADMIN" \
+    -d postgres -v ON_ERROR_STOP=1 -q >/dev/null <<SQL ||
+CREATE ROLE $DB_USER LOGIN PASSWORD '$db_pw' NOSUPERUSER NOCREATEDB NOCREATEROLE;
+CREATE DATABASE $DB_NAME OWNER $DB_USER;
+SQL
+    fail_up "creating the role $DB_USER and database $DB_NAME failed"
 
   # setsid: mlflow's workers share its process group, so `down` can stop them together.
   # No server-side job runner (GenAI evaluation jobs; 8 extra processes, slow start on 2 cores).
-  local backend="postgresql://$DB_USER@127.0.0.1:$pg_port/$DB_NAME"
+  local backend="postgresql://$DB_USER:$db_pw@127.0.0.1:$pg_port/$DB_NAME"
   echo "$backend" >"$BACKEND_FILE"
   setsid env "$MARK_VAR=$STATE" \
     MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}" \
