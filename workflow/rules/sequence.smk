@@ -1,5 +1,8 @@
-# GBI toy sequences: generate -> train GBI-LSTM and LSTM -> GBI inference and recomposition ->
-# forgetting and shared units -> tables and figures across seeds.
+# GBI toy sequences: generate -> train GBI-LSTM and LSTM (and the controls: shuffled-z LSTM, gated
+# GBI-LSTM) -> GBI inference and recomposition (GBI-LSTM and LSTM) -> forgetting and shared units
+# (every model) -> tables and figures across seeds.
+
+SEQUENCE_ALL_MODELS = config["sequence"]["models"] + config["sequence"]["controls"]
 
 
 rule generate_sequences:
@@ -31,7 +34,7 @@ rule train_sequence:
     benchmark:
         "logs/benchmarks/train_sequence/{model}_seed{seed}.tsv"
     wildcard_constraints:
-        model="|".join(config["sequence"]["models"]),
+        model="|".join(SEQUENCE_ALL_MODELS),
         seed=r"\d+",
     conda:
         CONDA_ENV
@@ -91,6 +94,7 @@ rule evaluate_sequence:
         probes=rules.generate_sequences.output.probes,
     output:
         metrics=f"{SEQUENCE_RUNS}/evaluation.json",
+        forgetting=f"{SEQUENCE_RUNS}/forgetting.csv",
     log:
         "logs/evaluate_sequence/{model}_seed{seed}.log",
     benchmark:
@@ -108,12 +112,14 @@ rule tabulate_sequence:
     input:
         inference=sequence_results(f"{SEQUENCE_RUNS}/inference.json"),
         evaluation=sequence_results(f"{SEQUENCE_RUNS}/evaluation.json"),
+        forgetting=sequence_results(f"{SEQUENCE_RUNS}/forgetting.csv", models=SEQUENCE_ALL_MODELS),
         recomposition=sequence_results(f"{SEQUENCE_RUNS}/recomposition.csv"),
-        curves=sequence_results(f"{SEQUENCE_RUNS}/learning_curve.csv"),
+        curves=sequence_results(f"{SEQUENCE_RUNS}/learning_curve.csv", models=SEQUENCE_ALL_MODELS),
         switch=sequence_results(f"{SEQUENCE_RUNS}/inference.parquet", models=["gbi_lstm"]),
     output:
         summary=table("sequence_summary", "sequence"),
         recomposition=table("sequence_recomposition", "sequence"),
+        forgetting=table("sequence_forgetting", "sequence"),
         curves="results/tables/sequence_learning_curves.csv",
         switch="results/tables/sequence_switch_accuracy.csv",
     log:
@@ -135,6 +141,7 @@ rule plot_sequence:
         recomposition=rules.tabulate_sequence.output.recomposition,
         curves=rules.tabulate_sequence.output.curves,
         switch=rules.tabulate_sequence.output.switch,
+        forgetting_table=rules.tabulate_sequence.output.forgetting,
         inference=sequence_results(f"{SEQUENCE_RUNS}/inference.parquet", models=["gbi_lstm"]),
     output:
         curves=figure("sequence_learning_curves", "sequence"),
@@ -142,6 +149,7 @@ rule plot_sequence:
         gradient=figure("sequence_gradient_vs_posterior", "sequence"),
         recomposition=figure("sequence_recomposition", "sequence"),
         forgetting=figure("sequence_forgetting", "sequence"),
+        context=figure("sequence_forgetting_context", "sequence"),
     log:
         "logs/plot_sequence.log",
     benchmark:

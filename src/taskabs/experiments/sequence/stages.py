@@ -1,13 +1,18 @@
 """The GBI toy-sequence experiment (SCIENCE.md §1): stage functions called by Snakemake jobs.
 
-Documented choices:
+Documented choices (docs/experiments/sequence.md):
 - Training is online over a *blocked curriculum*: every training stream shares one block schedule,
   so the whole batch sees one task at a time and forgetting is measurable.  Step i trains on chunk i
   (trials [i*L, (i+1)*L) of every stream), each chunk starting from a zero state.
 - The GBI-LSTM is given the true task one-hot z_t; the plain LSTM is the same network given the
-  maximum-entropy z (1/C, ...): matched size, no task information.
+  maximum-entropy z (1/C, ...): matched size, no task information.  Two extra models: the
+  shuffled-z control (block labels permuted across blocks) and the gated GBI-LSTM (NeuraGEM's
+  multiplicative gating of the hidden and cell state), see taskabs.models.sequence.
 - Inference at trial t uses the window of the last W trials with one shared z; the Bayesian
   reference is the exact filtering posterior p(k_t | x_{1:t}) of the semi-Markov process.
+- Forgetting, the paper's way: after training, the loss on the second-to-last training block's own
+  data, cut into windows of ``evaluation.context`` trials each seen from a zero state (a short
+  context, like NeuraGEM's truncation window), with z given and with z inferred by one-step GBI.
 """
 
 from __future__ import annotations
@@ -70,8 +75,10 @@ def train(job: Job) -> dict:
     x, tasks = torch.from_numpy(data["x"]), torch.from_numpy(data["tasks"])
     chunk = cfg["train"]["chunk"]
     steps = x.shape[1] // chunk
-    z_all = task_input(model_name, tasks, spec.n_tasks)  # (S, T, C)
-    model = build_model(cfg).to(job.device)
+    # the shuffled-z control draws its block permutation from its own seed
+    shuffle = torch.Generator().manual_seed(int(job.seed))
+    z_all = task_input(model_name, tasks, spec.n_tasks, generator=shuffle)  # (S, T, C)
+    model = build_model(cfg, model_name).to(job.device)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg["train"]["lr"])
 
     def step_loss(net, step):
@@ -100,7 +107,12 @@ def train(job: Job) -> dict:
         },
         job.output["model"],
     )
-    curve = {"step": np.arange(len(losses)), "loss": losses, "task": tasks[0, ::chunk][: len(losses)].numpy()}
+    curve = {
+        "step": np.arange(len(losses)),
+        "loss": losses,
+        "task": tasks[0, ::chunk][: len(losses)].numpy(),
+        "z_task": z_all[0, ::chunk].argmax(-1)[: len(losses)].numpy(),  # the task z named (lstm: 0)
+    }
     write_table(pl.DataFrame(curve), job.output["curve"])
     Path(job.params["checkpoint"]).unlink(missing_ok=True)  # only needed to resume this job
     job.log_curve("train_loss", losses)
@@ -264,13 +276,76 @@ def shared_unit_ratio(
     return float(np.mean(a[on].min(1) >= shared * a[on].max(1)))
 
 
+def block_trials(schedule: np.ndarray, which: int) -> slice:
+    """The trials of block ``which`` (Python indexing: -2 is the second-to-last) of a schedule (T,)."""
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(schedule)) + 1, [len(schedule)]])
+    begin = starts[:-1][which]
+    return slice(int(begin), int(starts[starts > begin][0]))
+
+
+def context_windows(x: np.ndarray, width: int) -> np.ndarray:
+    """Non-overlapping windows of ``width`` trials tiling each stream from its start: (S, L, D) ->
+    (S * (L // width), width, D); a last partial window is dropped."""
+    S, L, D = x.shape
+    n = L // width
+    if n == 0:
+        raise ValueError(f"a context of {width} trials is longer than the block ({L} trials)")
+    return x[:, : n * width].reshape(S * n, width, D)
+
+
+def forgetting_rows(model, model_name: str, x: np.ndarray, task: int, n_tasks: int, contexts) -> list[dict]:
+    """MSE on one block's data (S, L, D) of task ``task``, per context length and z protocol.
+
+    Each window of ``context`` trials starts from a zero state.  ``z_given``: the model's own
+    evaluation input (true one-hot; maximum entropy for the LSTM).  ``z_inferred``: one-step GBI on
+    the window from z0 = 1/C, then the loss at the one-hot of argmin g (the paper's inference; for
+    the LSTM this optimises the same input, as in the paper's control).
+    """
+    rows = []
+    for width in contexts:
+        xw = torch.from_numpy(context_windows(x, width))
+        z = task_input(model_name, torch.full((len(xw),), task), n_tasks)
+
+        def loss_fn(zz, xw=xw):
+            return model.loss_per_example(xw, zz)
+
+        with torch.no_grad():
+            given = loss_fn(z)
+        g = inference.one_step(loss_fn, len(xw), n_tasks)
+        picked = g.argmin(1)
+        with torch.no_grad():
+            inferred = loss_fn(torch.nn.functional.one_hot(picked, n_tasks).float())
+        for protocol, mse in (("z_given", given), ("z_inferred", inferred)):
+            rows.append({"context": width, "z": protocol, "mse": float(mse.mean())})
+        # not an MSE: the fraction of windows whose inferred z names the block's task
+        accuracy = float((picked == task).float().mean())
+        rows.append({"context": width, "z": "inferred_task_accuracy", "mse": accuracy})
+    return rows
+
+
 def evaluate(job: Job) -> dict:
-    """Forgetting (MSE on the second-to-last training task), shared units, learning speed."""
+    """Forgetting (loss on the second-to-last block's data, short context), shared units, learning speed."""
     model, state = load_model(job.input["model"])
+    for p in model.parameters():
+        p.requires_grad_(False)
     spec = spec_from(state["config"])
     model_name = job.wildcards["model"]
-    schedule = np.load(job.input["train"])["tasks"][0]
+    cfg = job.config["evaluation"]
+    train_data = np.load(job.input["train"])
+    schedule = train_data["tasks"][0]
     penultimate, last = last_two_block_tasks(schedule)
+    contexts = sorted({*map(int, cfg["contexts"]), int(cfg["context"])})
+    rows = forgetting_rows(
+        model, model_name, train_data["x"][:, block_trials(schedule, -2)], penultimate, spec.n_tasks, contexts
+    )
+    write_table(
+        pl.DataFrame(rows).with_columns(
+            chosen=pl.col("context") == int(cfg["context"]), model=pl.lit(model_name), seed=pl.lit(job.seed)
+        ),
+        job.output["forgetting"],
+    )
+    at = {r["z"]: r["mse"] for r in rows if r["context"] == int(cfg["context"])}
+
     probes = np.load(job.input["probes"])
     trained = probes["tasks"][:, 0] < spec.n_tasks
     x = torch.from_numpy(probes["x"][trained])
@@ -282,12 +357,15 @@ def evaluate(job: Job) -> dict:
     probe_task = tasks[:, 0].numpy()
     # learning speed: first step where the loss, averaged over the last ``smooth`` steps (which
     # spans block switches), falls below threshold * sigma^2
-    smooth = job.config["evaluation"]["learning_smooth_steps"]
+    smooth = cfg["learning_smooth_steps"]
     curve = np.convolve(state["history"]["loss"], np.ones(smooth) / smooth, mode="valid")
-    threshold = job.config["evaluation"]["learning_threshold_sigma2"] * spec.sigma**2
+    threshold = cfg["learning_threshold_sigma2"] * spec.sigma**2
     below = np.flatnonzero(curve < threshold) + smooth - 1
     metrics = {
-        "forgetting_mse_second_to_last": float(mse[probe_task == penultimate].mean()),
+        "forgetting_mse_second_to_last": at["z_given"],
+        "forgetting_mse_second_to_last_z_inferred": at["z_inferred"],
+        # the previous protocol, kept as its own row: fresh 25-trial probes, z given, zero state
+        "forgetting_mse_probe_full_context": float(mse[probe_task == penultimate].mean()),
         "mse_last_task": float(mse[probe_task == last].mean()),
         "shared_unit_ratio": shared_unit_ratio(h.reshape(-1, h.shape[-1]).numpy(), tasks.reshape(-1).numpy()),
         "steps_to_threshold": float(below[0]) if len(below) else float(len(curve)),

@@ -16,6 +16,9 @@ if TYPE_CHECKING:  # stages see a Job; importing the job machinery would put it 
     from taskabs.pipeline.jobs import Job
 
 METHODS = ("one_step", "iterative", "exhaustive", "window_posterior", "exact_posterior")
+# every model of the experiment, with the compared pair's style from taskabs.plots
+COLOURS = {**plots.COLOURS, "lstm_shuffled_z": "#ff7f0e", "gbi_lstm_gated": "#2ca02c"}
+LABELS = {**plots.LABELS, "lstm_shuffled_z": "LSTM, shuffled z", "gbi_lstm_gated": "GBI-LSTM, gated"}
 
 
 def _inputs(job: Job, name: str) -> list[Path]:
@@ -53,6 +56,14 @@ def tabulate(job: Job) -> dict:
     )
     write_table(recomposition, job.output["recomposition"])
 
+    forgetting = pl.concat([pl.read_csv(p) for p in _inputs(job, "forgetting")])
+    forgetting = (
+        forgetting.group_by("model", "z", "context", "chosen", maintain_order=True)
+        .agg(pl.col("mse").mean().alias("mean"), pl.col("mse").std().alias("sd"), pl.len().alias("n_seeds"))
+        .sort("model", "z", "context")
+    )
+    write_table(forgetting, job.output["forgetting"])
+
     curves = pl.concat(
         [pl.read_csv(p).with_columns(model=pl.lit(Path(p).parts[-3])) for p in _inputs(job, "curves")]
     )
@@ -76,12 +87,12 @@ def tabulate(job: Job) -> dict:
 def plot(job: Job) -> dict:
     curves = read_table(job.input["curves"])
     fig, (ax,) = plots.figure(width=5)
-    for model in plots.LABELS:
+    for model in LABELS:
         if f"{model}_loss_mean" not in curves.columns:
             continue
         m, s = curves[f"{model}_loss_mean"].to_numpy(), curves[f"{model}_loss_sd"].fill_null(0).to_numpy()
-        ax.plot(curves["step"], m, color=plots.COLOURS[model], label=plots.LABELS[model])
-        ax.fill_between(curves["step"], m - s, m + s, color=plots.COLOURS[model], alpha=0.2)
+        ax.plot(curves["step"], m, color=COLOURS[model], label=LABELS[model])
+        ax.fill_between(curves["step"], m - s, m + s, color=COLOURS[model], alpha=0.2)
     ax.set(xlabel="training step", ylabel="MSE", yscale="log", title="Learning curves")
     ax.legend()
     plots.save(fig, job.output["curves"])
@@ -125,21 +136,61 @@ def plot(job: Job) -> dict:
     plots.save(fig, job.output["recomposition"])
 
     summary = read_table(job.input["summary"])
-    fig, axes = plots.figure(2, width=3.5)
-    for ax, metric, label in zip(
-        axes,
-        ("forgetting_mse_second_to_last", "shared_unit_ratio"),
-        ("MSE, second-to-last block's task", "shared-unit ratio"),
-    ):
-        rows = summary.filter(pl.col("metric") == metric)
-        models = rows["model"].to_list()
+    forgetting = read_table(job.input["forgetting_table"])
+    fig, axes = plots.figure(2, width=3.8)
+    ax = axes[0]
+    models = [m for m in LABELS if m in set(forgetting["model"])]
+    chosen = int(forgetting.filter(pl.col("chosen"))["context"][0])
+    for offset, protocol, hatch in ((-0.2, "z_given", ""), (0.2, "z_inferred", "//")):
+        rows = forgetting.filter((pl.col("z") == protocol) & (pl.col("context") == chosen))
+        rows = {r["model"]: r for r in rows.iter_rows(named=True)}
         ax.bar(
-            range(len(models)),
-            rows["mean"],
-            yerr=rows["sd"].fill_null(0),
-            color=[plots.COLOURS[m] for m in models],
+            [i + offset for i in range(len(models))],
+            [rows[m]["mean"] for m in models],
+            0.4,
+            yerr=[rows[m]["sd"] or 0.0 for m in models],
+            color=[COLOURS[m] for m in models],
+            hatch=hatch,
+            label=protocol.replace("_", " "),
         )
-        ax.set_xticks(range(len(models)), [plots.LABELS[m] for m in models])
-        ax.set(ylabel=label)
+    ax.axhline(0.24, color="0.3", ls=":", lw=1)
+    ax.axhline(0.30, color="0.3", ls="--", lw=1)
+    ax.set_xticks(range(len(models)), [LABELS[m] for m in models], rotation=20, fontsize=8)
+    ax.set(ylabel="MSE, second-to-last block", title=f"forgetting, context {chosen} trial(s)")
+    ax.legend(fontsize=7)
+    rows = summary.filter(pl.col("metric") == "shared_unit_ratio")
+    compared = rows["model"].to_list()
+    axes[1].bar(
+        range(len(compared)),
+        rows["mean"],
+        yerr=rows["sd"].fill_null(0),
+        color=[COLOURS[m] for m in compared],
+    )
+    axes[1].set_xticks(range(len(compared)), [LABELS[m] for m in compared])
+    axes[1].set(ylabel="shared-unit ratio")
     plots.save(fig, job.output["forgetting"])
+
+    fig, (ax,) = plots.figure(width=5)
+    for model in models:
+        for protocol, style in (("z_given", "-"), ("z_inferred", ":")):
+            rows = forgetting.filter((pl.col("model") == model) & (pl.col("z") == protocol)).sort("context")
+            ax.errorbar(
+                rows["context"],
+                rows["mean"],
+                yerr=rows["sd"].fill_null(0),
+                color=COLOURS[model],
+                ls=style,
+                marker=".",
+                label=f"{LABELS[model]} ({protocol.replace('_', ' ')})",
+            )
+    ax.axhspan(0.24, 0.30, color="0.85", zorder=0, label="paper: 0.24 (GBI-LSTM) - 0.30 (LSTM)")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="context: trials per window from a zero state",
+        ylabel="MSE, second-to-last block",
+        title="Forgetting against context length",
+    )
+    ax.legend(fontsize=6)
+    plots.save(fig, job.output["context"])
     return {}
