@@ -220,3 +220,33 @@ def test_flat_adam_matches_torch_adam():
         opt.step(0.05)
     for a, b in zip(ref.parameters(), ours.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------- Johnston & Fusi's protocol
+def test_multitask_tasks_copies_and_rows():
+    from taskabs.experiments.geometry.multitask import (
+        MultitaskSpec,
+        latent_copies,
+        make_tasks,
+        train_multitask,
+    )
+
+    spec = MultitaskSpec(n_tasks=6, steps=40, width=24, input_dim=24, n_splits=3)
+    w, c = make_tasks(spec, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(w.norm(dim=1), torch.ones(6))
+    eye = torch.eye(5)[:3]
+    assert latent_copies(MultitaskSpec(n_tasks=3), eye, torch.zeros(3)) == 3  # tasks = latents
+    assert latent_copies(MultitaskSpec(n_tasks=3, latents="continuous"), eye, torch.zeros(3)) == 3
+    rows = train_multitask(spec)
+    assert [r["layer"] for r in rows] == ["input", "untrained", "trained"]
+    assert all(r["task"] == "multitask" and r["latents"] == "binary" and r["d"] == 5 for r in rows)
+    assert 0.0 <= rows[-1]["train_accuracy"] <= 1.0 and 0 <= rows[0]["latent_copies"] <= 6
+    assert rows == train_multitask(spec)  # deterministic given the seed
+    cont = train_multitask(
+        MultitaskSpec(
+            latents="continuous", n_tasks=2, steps=20, width=16, input_dim=16, n_samples=64, n_splits=2
+        )
+    )
+    assert np.isfinite(cont[-1]["classifier_gen"])
+    with pytest.raises(ValueError, match="latents"):
+        MultitaskSpec(latents="ternary")

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import yaml
 
+from taskabs.claims import VERDICTS
+from taskabs.experiments.gdln import race, routing, xor, zero_shot
 from taskabs.experiments.gdln import runs as ex
 from taskabs.gdln.network import (
     GatedDeepLinearNetwork,
@@ -26,6 +31,23 @@ from taskabs.gdln.reduction import (
     routing_steady_state,
     single_pathway_closed_form,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
+# The smoke sizes of every experiment: config/smoke.yaml over the schema defaults (= runs.DEFAULTS).
+SMOKE = {
+    name: {k: tuple(v) if isinstance(v, list) else v for k, v in (ex.DEFAULTS[name] | sizes).items()}
+    for name, sizes in yaml.safe_load((ROOT / "config/smoke.yaml").read_text())["gdln"].items()
+}
+
+
+def test_schema_defaults_are_the_runs_defaults():
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    gdln = schema["properties"]["gdln"]["properties"]
+    assert "scale" not in gdln
+    for name, defaults in ex.DEFAULTS.items():
+        got = {k: v["default"] for k, v in gdln[name]["properties"].items()}
+        assert got == {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}, name
+
 
 DT = torch.float64
 
@@ -373,8 +395,8 @@ def test_mnist_subset_is_the_bundled_one():
 
 
 def test_xor_smoke_matches_theory_and_is_deterministic():
-    a = ex.xor_experiment(scale="smoke", seed=3)
-    b = ex.xor_experiment(scale="smoke", seed=3)
+    a = xor.xor_experiment(**SMOKE["xor"], seed=3)
+    b = xor.xor_experiment(**SMOKE["xor"], seed=3)
     np.testing.assert_array_equal(a.arrays["loss_relu"], b.arrays["loss_relu"])
     assert a.summary["final_loss_gdln"] < 1e-4 and a.summary["final_loss_relu"] < 1e-4
     assert a.summary["max_abs_dev_gdln"] < 0.15
@@ -382,7 +404,7 @@ def test_xor_smoke_matches_theory_and_is_deterministic():
 
 
 def test_routing_smoke_follows_ode_and_generalises():
-    r = ex.routing_experiment(scale="smoke")
+    r = routing.routing_experiment(**SMOKE["routing"])
     assert r.summary["max_rel_dev"] < 0.1
     assert r.summary["ratio_rel_err"] < 0.02
     assert r.summary["untrained_route_max_sq_err"] < 1e-10
@@ -391,7 +413,7 @@ def test_routing_smoke_follows_ode_and_generalises():
 
 
 def test_race_smoke_shared_pathway_wins():
-    r = ex.race_experiment(scale="smoke")
+    r = race.race_experiment(**SMOKE["race"])
     assert r.summary["shared_output_fraction_min"] > 0.9
     assert r.summary["ratio_rel_err"] < 0.02
     assert r.summary["max_rel_dev"] < 0.25
@@ -402,11 +424,61 @@ def test_zero_shot_smoke_on_synthetic_digits():
     protos = rng.normal(size=(10, 64)) * 60 + 128
     labels = np.repeat(np.arange(10), 40)
     images = np.clip(protos[labels] + rng.normal(size=(400, 64)) * 20, 0, 255)
-    kw = dict(scale="smoke", data=(images, labels), pool=1, n_train=300, n_test=100)
-    a = ex.zero_shot_experiment(**kw)
-    b = ex.zero_shot_experiment(**kw)
+    kw = SMOKE["zero_shot"] | dict(data=(images, labels), pool=1, n_train=300, n_test=100)
+    a = zero_shot.zero_shot_experiment(**kw)
+    b = zero_shot.zero_shot_experiment(**kw)
     assert a.rows == [{**r, "cpu_seconds": a.rows[i]["cpu_seconds"]} for i, r in enumerate(b.rows)]
-    assert {(r["k"], r["gain"]) for r in a.rows} == {(1, 0.1), (2, 0.1), (2, 10.0)}
+    assert {(r["draw"], r["k"], r["gain"]) for r in a.rows} == {
+        (d, k, g) for d in (0, 1) for k, g in ((1, 0.1), (2, 0.1), (2, 10.0))
+    }
     for r in a.rows:
         assert 0.0 <= r["trained_acc"] <= 1.0 and 0.0 <= r["untrained_acc"] <= 1.0
-    assert a.arrays["k2_gain0.1_route_acc"].shape == (3, 3)
+        assert r["n_steps"] <= 60 and (r["reached_fit"] or r["n_steps"] == 60)
+    assert a.arrays["draw0_k2_gain0.1_route_acc"].shape == (3, 3)
+    checks = zero_shot.zero_shot_checks(a.rows)
+    assert checks["init_verdict"] in VERDICTS and checks["routes_verdict"] in VERDICTS
+    if checks["trained_acc_mismatch"] > zero_shot.MATCH:  # unmatched fits are never compared
+        assert checks["init_verdict"] == "inconclusive"
+
+
+def test_route_masks_have_k_outputs_per_input():
+    gen = torch.Generator().manual_seed(0)
+    for mode in zero_shot.ROUTE_MODES:
+        mask = zero_shot.route_mask(10, 3, mode, generator=gen)
+        assert mask.shape == (10, 10) and mask.sum() == 30
+        assert mode == "random_total" or (mask.sum(1) == 3).all()
+    cyclic = zero_shot.route_mask(10, 1, "cyclic", generator=gen)
+    assert (cyclic == torch.eye(10, dtype=torch.bool)).all()
+    draws = {tuple(zero_shot.route_mask(10, 1, "random", generator=gen).flatten().tolist()) for _ in range(3)}
+    assert len(draws) == 3  # different draws
+    with pytest.raises(ValueError, match="route_mode"):
+        zero_shot.route_mask(3, 1, "diagonal", generator=gen)
+
+
+def test_simulate_and_plot_stages_at_smoke_sizes(tmp_path):
+    import polars as pl
+
+    from taskabs.experiments.gdln import stages
+    from taskabs.pipeline.jobs import Job
+
+    config = {"seed": 0, **{name: dict(sizes) for name, sizes in SMOKE.items()}}
+    files = {}
+    for name in stages.RUNNERS:
+        out = {
+            k: tmp_path / f"{name}_{k}.{e}"
+            for k, e in (("rows", "parquet"), ("arrays", "npz"), ("summary", "json"))
+        }
+        stages.simulate(
+            Job(rule="simulate_gdln", input={}, output=out, config=config, wildcards={"experiment": name})
+        )
+        files |= {f"{name}_{k}": v for k, v in out.items()}
+    figures = {k: tmp_path / f"{k}.png" for k in ("xor", "routing", "race", "zero_shot")}
+    stages.plot(
+        Job(rule="plot_gdln", input=files, output={"checks": tmp_path / "checks.csv", **figures}, config={})
+    )
+    checks = pl.read_csv(tmp_path / "checks.csv")
+    assert checks["claim_id"].to_list() == [c[0] for c in stages.CHECKS]
+    assert set(checks["verdict"]) <= set(VERDICTS)
+    zs = checks.filter(pl.col("claim_id") == "race.zero_shot.init").row(0, named=True)
+    assert "gain 0.1: trained" in zs["details"]  # both accuracies are shown
+    assert all(p.stat().st_size > 10_000 for p in figures.values())

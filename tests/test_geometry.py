@@ -475,3 +475,24 @@ def test_nulls_are_clearly_below_a_factorised_code():
     assert abs(shuffled.mean() - 0.5) < 0.1
     with pytest.raises(ValueError, match="null model"):
         null_distribution(METRICS["ps"], x, y, null="bogus", n_draws=1, rng=rng)
+
+
+# ------------------------------------------------------------------- half-space generalisation
+def test_halfspace_generalisation_of_a_linear_code_and_its_null():
+    from taskabs.geometry.generalisation import halfspace_generalisation, halfspace_splits
+
+    rng = np.random.default_rng(0)
+    u, v = halfspace_splits(5, 20, rng=rng)
+    assert np.allclose(np.sum(u * v, axis=1), 0) and np.allclose(np.linalg.norm(u, axis=1), 1)
+    y = rng.standard_normal((600, 5))
+    linear = y @ rng.standard_normal((5, 40)) + 0.05 * rng.standard_normal((600, 40))
+    good = halfspace_generalisation(linear, y, n_splits=10, rng=rng)
+    assert good["classifier"] > 0.95 and good["regression"] > 0.95
+    # a code of a nonlinear (non-abstract) function of y generalises poorly out of the half
+    bumpy = np.cos(3.0 * y @ rng.standard_normal((5, 40)))
+    bad = halfspace_generalisation(bumpy, y, n_splits=10, rng=rng)
+    assert bad["classifier"] < 0.7 and bad["regression"] < 0.3
+    shuffled = halfspace_generalisation(linear, y[rng.permutation(600)], n_splits=10, rng=rng)
+    assert abs(shuffled["classifier"] - 0.5) < 0.1 and shuffled["regression"] < 0.1
+    with pytest.raises(ValueError, match="d >= 2"):
+        halfspace_splits(1, 3, rng=rng)

@@ -12,12 +12,12 @@ import polars as pl
 import pytest
 import torch
 
+from taskabs.claims import INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, VERDICTS
 from taskabs.experiments.geometry import stages as geometry
 from taskabs.experiments.sequence import stages as sequence
 from taskabs.models import sequence as sequence_models
 from taskabs.pipeline.jobs import Job, seed_everything
 
-VERDICTS = {"reproduced", "partly reproduced", "not reproduced", "not run"}
 # Tiny networks (~0.05 s each): few steps, small input; the claim's direction already shows.
 SWEEP = {
     "seeds": [0, 1],
@@ -26,6 +26,7 @@ SWEEP = {
     "steps": 60,
     "eval_steps": [0, 30, 60],
     "network": {"input_dim": 32, "n_null_ps": 2},
+    "multitask": {"tasks": [1, 8], "seeds": [0, 1], "network": {"steps": 60, "n_splits": 3, "input_dim": 32}},
 }
 CELLS = [("relu", 1), ("tanh", 2)]
 SEQUENCE = {
@@ -138,6 +139,18 @@ def test_cell_specs_follow_the_config():
     assert [ev for _, ev in specs if _.task == "latent"] == [(0, 30, 60)] * 2
     # random tasks only at the listed depths
     assert len(geometry.cell_specs({**cell, "depth": 2}, SWEEP)) == 2
+    # Johnston & Fusi's protocol only in the listed activations and depths (default relu, depth 1)
+    assert geometry.multitask_specs(cell, SWEEP) == []
+    multi = geometry.multitask_specs({**cell, "activation": "relu"}, SWEEP)
+    assert [(s.latents, s.n_tasks, s.seed) for s in multi] == [
+        ("binary", 1, 0),
+        ("binary", 1, 1),
+        ("binary", 8, 0),
+        ("binary", 8, 1),
+    ]
+    assert all(s.width == 50 and s.steps == 60 and s.d == 5 for s in multi)
+    with pytest.raises(ValueError, match="cannot set"):
+        geometry.multitask_specs({**cell, "activation": "relu"}, {"multitask": {"network": {"depth": 2}}})
     with pytest.raises(ValueError, match="cannot set"):
         geometry.cell_specs(cell, {**SWEEP, "network": {"width": 10}})
     with pytest.raises(ValueError, match="eval_steps"):
@@ -150,8 +163,13 @@ def test_cell_specs_follow_the_config():
 
 def test_sweep_cell_writes_every_network_with_the_cell_as_columns(swept):
     paths, metrics = swept
-    assert [m["n_networks"] for m in metrics] == [6.0, 2.0]  # 2 seeds x (latent + P in {1, 8}) ; 2 seeds
-    rows = pl.read_parquet(paths[0])
+    # relu depth 1: 2 seeds x (latent + P in {1, 8}) + Johnston & Fusi 2 P x 2 seeds; tanh depth 2: 2 seeds
+    assert [m["n_networks"] for m in metrics] == [10.0, 2.0]
+    everything = pl.read_parquet(paths[0])
+    multitask = everything.filter(pl.col("task") == "multitask")
+    assert multitask.select("activation", "depth", "width", "d").unique().rows() == [("relu", 1, 24, 5)]
+    assert multitask.filter(pl.col("layer") == "trained")["train_accuracy"].min() > 0.5
+    rows = everything.filter(pl.col("task") != "multitask")
     assert set(rows["layer"]) == {"input", "untrained", "trained", "during_training"}
     cell = rows.select("d", "activation", "depth", "width", "weight_decay").unique().rows()
     assert cell == [(3, "relu", 1, 24, 0.05)]
@@ -269,41 +287,73 @@ def fake_rows(
     return pl.DataFrame(rows)
 
 
-def verdicts_of(rows: pl.DataFrame) -> dict[str, str]:
-    table = geometry.verdicts_table(geometry.summary_table(rows), geometry.vs_p_table(rows))
+def fake_multitask(gain: float, *, seeds: int = 4) -> pl.DataFrame:
+    """Johnston & Fusi rows: classifier/regression generalisation rising by ``gain`` from P=1 to 16."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for seed in range(seeds):
+        for i, p in enumerate((1, 4, 16)):
+            value = 0.6 + gain * i / 2 + 0.01 * rng.standard_normal()
+            rows.append(
+                {"task": "multitask", "latents": "binary", "n_tasks": p, "seed": seed, "layer": "trained"}
+                | {"classifier_gen": value, "regression_gen": value - 0.5, "d": 5, "width": 100}
+                | {"weight_decay": 0.01, "activation": "relu", "depth": 1}
+            )
+    return pl.DataFrame(rows)
+
+
+CLAIM_IDS = [
+    "abstract.latent_tasks",
+    "abstract.above_input",
+    "abstract.grows_with_p",
+    "abstract.grows_with_p.sign_mse",
+    "abstract.nulls",
+]
+
+
+def verdicts_of(rows: pl.DataFrame, multitask: pl.DataFrame | None = None) -> dict[str, str]:
+    table = geometry.verdicts_table(geometry.summary_table(rows), rows, multitask)
+    assert table["id"].to_list() == CLAIM_IDS and set(table["verdict"]) <= set(VERDICTS)
     return dict(zip(table["id"], table["verdict"]))
 
 
 def test_verdicts_follow_the_stated_rules():
     growing = {1: 0.2, 4: 0.4, 16: 0.6}
     flat = {1: 0.5, 4: 0.3, 16: 0.5}
-    assert verdicts_of(
-        fake_rows(trained_ps=0.95, trained_ccgp=1.0, random_ps=growing, random_ccgp=growing)
-    ) == {"a": "reproduced", "b": "reproduced", "c": "reproduced", "d": "reproduced"}
-    # PS flat in P while CCGP grows: (c) is only partly reproduced
-    assert (
-        verdicts_of(fake_rows(trained_ps=0.95, trained_ccgp=1.0, random_ps=flat, random_ccgp=growing))["c"]
-        == "partly reproduced"
+    good = fake_rows(trained_ps=0.95, trained_ccgp=1.0, random_ps=growing, random_ccgp=growing)
+    assert verdicts_of(good, fake_multitask(0.2)) == dict.fromkeys(CLAIM_IDS, REPRODUCED)
+    assert verdicts_of(good, fake_multitask(-0.1))["abstract.grows_with_p"] == NOT_REPRODUCED
+    assert verdicts_of(good)["abstract.grows_with_p"] == NOT_RUN  # no Johnston & Fusi networks
+    # one seed: no interval, so growth cannot be decided
+    assert verdicts_of(good, fake_multitask(0.2, seeds=1))["abstract.grows_with_p"] == INCONCLUSIVE
+    # PS flat in P while CCGP grows: the variant holds only in part
+    partly = geometry.verdicts_table(
+        geometry.summary_table(
+            rows := fake_rows(trained_ps=0.95, trained_ccgp=1.0, random_ps=flat, random_ccgp=growing)
+        ),
+        rows,
     )
-    # trained PS 0.5: (a) fails on PS alone (CCGP passes everywhere), (b) is no longer "clear"
-    weak = verdicts_of(fake_rows(trained_ps=0.3, trained_ccgp=1.0, random_ps=flat, random_ccgp=flat))
-    assert weak == {
-        "a": "partly reproduced",
-        "b": "partly reproduced",
-        "c": "not reproduced",
-        "d": "reproduced",
-    }
-    # no random-task networks: (c) cannot be judged
-    assert (
-        verdicts_of(fake_rows(trained_ps=0.95, trained_ccgp=1.0, random_ps={}, random_ccgp={}))["c"]
-        == "not run"
-    )
+    row = partly.filter(pl.col("id") == "abstract.grows_with_p.sign_mse").row(0, named=True)
+    assert row["verdict"] == NOT_REPRODUCED and row["details"].startswith("partly:")
+    # trained PS 0.3: latent_tasks fails on PS alone (CCGP passes everywhere), above_input not "clear"
+    weak = fake_rows(trained_ps=0.3, trained_ccgp=1.0, random_ps=flat, random_ccgp=flat)
+    table = geometry.verdicts_table(geometry.summary_table(weak), weak)
+    got = {r["id"]: r for r in table.iter_rows(named=True)}
+    for claim in ("abstract.latent_tasks", "abstract.above_input"):
+        assert got[claim]["verdict"] == NOT_REPRODUCED and got[claim]["details"].startswith("partly:")
+    assert got["abstract.grows_with_p.sign_mse"]["verdict"] == NOT_REPRODUCED
+    assert got["abstract.nulls"]["verdict"] == REPRODUCED
+    # the worst cell's interval over seeds goes with the measured value
+    assert got["abstract.latent_tasks"]["low"] < got["abstract.latent_tasks"]["measured"]
+    # no random-task networks: the variant cannot be judged
+    none = fake_rows(trained_ps=0.95, trained_ccgp=1.0, random_ps={}, random_ccgp={})
+    assert verdicts_of(none)["abstract.grows_with_p.sign_mse"] == NOT_RUN
 
 
 # ---------------------------------------------------------------------------- tables, figures
 def test_tabulate_and_plot_end_to_end(swept, sequence_runs, tmp_path):
     paths, _ = swept
-    tables = {k: tmp_path / f"{k}.csv" for k in ("summary", "vs_p", "verdicts", "sequence")}
+    tables = {k: tmp_path / f"{k}.csv" for k in ("summary", "vs_p", "multitask", "verdicts", "sequence")}
     metrics = geometry.tabulate(
         Job(
             rule="tabulate_geometry",
@@ -312,17 +362,26 @@ def test_tabulate_and_plot_end_to_end(swept, sequence_runs, tmp_path):
             config={},
         )
     )
-    assert metrics["n_networks"] == 8.0
+    assert metrics["n_networks"] == 8.0 + 4.0  # + Johnston & Fusi: 2 P x 2 seeds in the relu cell
 
     verdicts = pl.read_csv(tables["verdicts"])
-    assert verdicts["id"].to_list() == ["a", "b", "c", "d"]
-    assert set(verdicts["verdict"]) <= VERDICTS and verdicts.columns[:5] == [
+    assert verdicts["id"].to_list() == CLAIM_IDS
+    assert set(verdicts["verdict"]) <= set(VERDICTS) and verdicts.columns == [
         "id",
         "claim",
         "measured",
+        "low",
+        "high",
+        "n",
         "target",
         "verdict",
+        "details",
     ]
+    multitask = pl.read_csv(tables["multitask"])
+    assert sorted(set(multitask["n_tasks"])) == [1, 8] and set(multitask["n_seeds"]) == {2}
+    assert {"classifier_gen_mean", "regression_gen_mean", "latent_copy_fraction", "target_ps_mean"} <= set(
+        multitask.columns
+    )
     summary = pl.read_csv(tables["summary"])
     latent_trained = summary.filter((pl.col("task") == "latent") & (pl.col("layer") == "trained"))
     assert latent_trained.height == 2 and latent_trained["n"].to_list() == [2, 2]
@@ -338,13 +397,16 @@ def test_tabulate_and_plot_end_to_end(swept, sequence_runs, tmp_path):
         set(seq["model"]) == {"gbi_lstm", "lstm"} and seq.filter(pl.col("metric") == "ccgp_task").height == 2
     )
 
-    figures = {k: tmp_path / f"{k}.png" for k in ("by_architecture", "vs_p", "vs_step", "sequence")}
+    figures = {
+        k: tmp_path / f"{k}.png" for k in ("by_architecture", "vs_p", "multitask", "vs_step", "sequence")
+    }
     geometry.plot(
         Job(
             rule="plot_geometry",
             input={
                 "summary": tables["summary"],
                 "vs_p": tables["vs_p"],
+                "multitask": tables["multitask"],
                 "sequence": tables["sequence"],
                 "rows": paths,
             },
@@ -358,18 +420,21 @@ def test_tabulate_and_plot_end_to_end(swept, sequence_runs, tmp_path):
 
 
 def test_tabulate_without_sequence_runs(swept, tmp_path):
-    tables = {k: tmp_path / f"{k}.csv" for k in ("summary", "vs_p", "verdicts", "sequence")}
+    tables = {k: tmp_path / f"{k}.csv" for k in ("summary", "vs_p", "multitask", "verdicts", "sequence")}
     geometry.tabulate(
         Job(rule="tabulate_geometry", input={"rows": swept[0], "sequence": []}, output=tables, config={})
     )
     assert pl.read_csv(tables["sequence"]).is_empty()
-    figures = {k: tmp_path / f"{k}.png" for k in ("by_architecture", "vs_p", "vs_step", "sequence")}
+    figures = {
+        k: tmp_path / f"{k}.png" for k in ("by_architecture", "vs_p", "multitask", "vs_step", "sequence")
+    }
     geometry.plot(
         Job(
             rule="plot_geometry",
             input={
                 "summary": tables["summary"],
                 "vs_p": tables["vs_p"],
+                "multitask": tables["multitask"],
                 "sequence": tables["sequence"],
                 "rows": swept[0],
             },

@@ -18,7 +18,10 @@ rule simulate_gdln:
     threads: 1
     params:
         code=stage_code("simulate_gdln"),
-        config=lambda wc: config["gdln"],
+        config=lambda wc: {
+            "seed": config["gdln"]["seed"],
+            wc.experiment: config["gdln"].get(wc.experiment, {}),
+        },
     script:
         "../scripts/run_stage.py"
 

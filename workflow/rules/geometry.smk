@@ -3,7 +3,7 @@
 
 
 rule sweep_geometry:
-    """One cell of the abstraction sweep: MLPs on latent and random-hyperplane tasks, all seeds."""
+    """One cell of the abstraction sweep: MLPs on latent tasks, the random-task variant and Johnston & Fusi's multitask protocol, all seeds."""
     output:
         rows="results/geometry/sweep/d{d}/{activation}/depth{depth}/width{width}/wd{weight_decay}.parquet",
     log:
@@ -21,7 +21,7 @@ rule sweep_geometry:
     params:
         code=stage_code("sweep_geometry"),
         config=geometry_config(
-            "seeds", "random_tasks", "random_tasks_depths", "steps", "eval_steps", "network"
+            "seeds", "random_tasks", "random_tasks_depths", "steps", "eval_steps", "network", "multitask"
         ),
     script:
         "../scripts/run_stage.py"
@@ -56,6 +56,7 @@ rule tabulate_geometry:
         verdicts=table("geometry_verdicts", "geometry"),
         summary=table("geometry_summary", "geometry"),
         vs_p="results/tables/geometry_vs_p.csv",
+        multitask=table("geometry_multitask", "geometry"),
         sequence=table("geometry_sequence", "geometry"),
     log:
         "logs/tabulate_geometry.log",
@@ -74,11 +75,13 @@ rule plot_geometry:
     input:
         summary=rules.tabulate_geometry.output.summary,
         vs_p=rules.tabulate_geometry.output.vs_p,
+        multitask=rules.tabulate_geometry.output.multitask,
         sequence=rules.tabulate_geometry.output.sequence,
         rows=geometry_cells(),
     output:
         by_architecture=figure("geometry_by_architecture", "geometry"),
         vs_p=figure("geometry_vs_p", "geometry"),
+        multitask=figure("geometry_multitask", "geometry"),
         vs_step=figure("geometry_vs_step", "geometry"),
         sequence=figure("geometry_sequence", "geometry"),
     log:

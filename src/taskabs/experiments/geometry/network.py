@@ -60,7 +60,9 @@ __all__ = [
     "make_dataset",
     "make_targets",
     "measure_layer",
+    "fit",
     "train_and_measure",
+    "target_geometry",
 ]
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
@@ -323,6 +325,50 @@ def _empty_row(step: int, layer: str) -> dict:
     return row | {"task_loss": nan, "task_accuracy": nan, "train_loss": nan}
 
 
+def fit(
+    model: MLP,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    spec,
+    *,
+    loss: str,
+    d: int,
+    eval_steps: Iterable[int] = (),
+    on_step: Callable[[int, float], None] | None = None,
+) -> float:
+    """Train ``model`` full-batch on ``task_loss``; returns the final training loss.
+
+    ``spec`` supplies steps, lr, weight_decay, decay_warmup, lr_cooldown.  L2 on weights only;
+    λ ramps up over ``decay_warmup`` of the steps, lr cools down to 0 over the last
+    ``lr_cooldown``.  ``on_step(step, train_loss)`` is called at every step in ``eval_steps``.
+    """
+    wanted = set(eval_steps)
+    opt = FlatAdam(model.parameters(), lr=spec.lr)
+    # L2 on weights only; biases stay free so saturating units (sigmoid) can centre themselves.
+    is_weight = torch.cat(
+        [torch.full((p.numel(),), n.endswith("weight")) for n, p in model.named_parameters()]
+    )
+    decay = spec.weight_decay * is_weight.to(opt.flat.dtype).to(opt.flat.device)  # (P,)
+    warmup = max(1.0, spec.decay_warmup * spec.steps)
+    cooldown = max(1.0, spec.lr_cooldown * spec.steps)
+    train_loss = float("nan")
+    for step in range(spec.steps + 1):
+        value = backprop(model, x, targets, loss=loss, d=d)  # fills the gradients
+        if step in wanted or step == spec.steps:
+            train_loss = float(value)
+        if step in wanted and on_step is not None:
+            on_step(step, train_loss)
+        if step == spec.steps:
+            break  # the last pass only evaluates: `steps` updates in total
+        # λ ramps up from 0: at full strength from the start, the L2 gradient swamps the tiny
+        # early gradients of deep sigmoid nets and collapses them to a constant output.
+        # lr cools down to 0 at the end: Adam near a minimum of loss + L2 has loss spikes, and
+        # the geometry should be measured at a settled point, not mid-spike.
+        opt.lr = spec.lr * min(1.0, (spec.steps - step) / cooldown)
+        opt.step(decay * min(1.0, step / warmup))
+    return train_loss
+
+
 def train_and_measure(
     spec: NetworkSpec,
     *,
@@ -365,7 +411,8 @@ def _train_and_measure(spec: NetworkSpec, wanted: list[int], device: str | torch
     embedding = make_embedding(spec, generator=gen)
     x_train, y_train = make_dataset(spec, embedding, generator=gen)
     x_eval, _ = make_dataset(spec, embedding, generator=gen)
-    targets = make_targets(spec, generator=gen).repeat_interleave(spec.n_per_condition, 0)  # (N, P)
+    per_condition = make_targets(spec, generator=gen)  # (2**d, P)
+    targets = per_condition.repeat_interleave(spec.n_per_condition, 0)  # (N, P)
     model = MLP(spec, generator=gen).to(device)
     x_train, x_eval, targets = x_train.to(device), x_eval.to(device), targets.to(device)
     labels = y_train.numpy().astype(np.int64)  # (N, d): train and eval share the condition layout
@@ -383,34 +430,18 @@ def _train_and_measure(spec: NetworkSpec, wanted: list[int], device: str | torch
         | {"task_loss": loss, "task_accuracy": acc}
     )
 
-    opt = FlatAdam(model.parameters(), lr=spec.lr)
-    # L2 on weights only; biases stay free so saturating units (sigmoid) can centre themselves.
-    is_weight = torch.cat(
-        [torch.full((p.numel(),), n.endswith("weight")) for n, p in model.named_parameters()]
+    def on_step(step: int, train_loss: float) -> None:
+        h, eval_loss, eval_acc = snapshot()
+        trajectory.append(
+            _empty_row(step, "during_training")
+            | {"ps": parallelism_score(condition_means(h, labels)), "train_loss": train_loss}
+            | {"task_loss": eval_loss, "task_accuracy": eval_acc}
+        )
+
+    trajectory: list[dict] = []
+    train_loss = fit(
+        model, x_train, targets, spec, loss=spec.loss, d=spec.d, eval_steps=wanted, on_step=on_step
     )
-    decay = spec.weight_decay * is_weight.to(opt.flat.dtype).to(device)  # (P,)
-    warmup = max(1.0, spec.decay_warmup * spec.steps)
-    cooldown = max(1.0, spec.lr_cooldown * spec.steps)
-    trajectory, train_loss = [], float("nan")
-    for step in range(spec.steps + 1):
-        loss = backprop(model, x_train, targets, loss=spec.loss, d=spec.d)  # fills the gradients
-        if step in wanted or step == spec.steps:
-            train_loss = float(loss)
-        if step in wanted:
-            h, eval_loss, eval_acc = snapshot()
-            trajectory.append(
-                _empty_row(step, "during_training")
-                | {"ps": parallelism_score(condition_means(h, labels)), "train_loss": train_loss}
-                | {"task_loss": eval_loss, "task_accuracy": eval_acc}
-            )
-        if step == spec.steps:
-            break  # the last pass only evaluates: `steps` updates in total
-        # λ ramps up from 0: at full strength from the start, the L2 gradient swamps the tiny
-        # early gradients of deep sigmoid nets and collapses them to a constant output.
-        # lr cools down to 0 at the end: Adam near a minimum of loss + L2 has loss spikes, and
-        # the geometry should be measured at a settled point, not mid-spike.
-        opt.lr = spec.lr * min(1.0, (spec.steps - step) / cooldown)
-        opt.step(decay * min(1.0, step / warmup))
 
     h, loss, acc = snapshot()
     rows.append(
@@ -419,5 +450,18 @@ def _train_and_measure(spec: NetworkSpec, wanted: list[int], device: str | torch
         | {"task_loss": loss, "task_accuracy": acc, "train_loss": train_loss}
     )
     log.debug("%s: trained PS %.3f CCGP %.3f", spec, rows[-1]["ps"], rows[-1]["ccgp"])
-    fields = asdict(spec)
+    fields = asdict(spec) | target_geometry(per_condition)
     return [row | fields for row in rows + trajectory]
+
+
+def target_geometry(targets: torch.Tensor) -> dict[str, float]:
+    """References for the trained geometry, from the (2**d, P) targets of every condition.
+
+    target_ps: PS of the targets themselves (equal to the PS of the square root of their Gram
+    matrix, an isometric image of them); latent_copies: tasks whose pattern is ±y_k for a latent k.
+    """
+    t = targets.double()
+    d = int(round(math.log2(t.shape[0])))
+    y = torch.as_tensor(all_conditions(d), dtype=t.dtype)
+    same = ((t[:, :, None] == y[:, None, :]).all(0) | (t[:, :, None] == -y[:, None, :]).all(0)).any(1)
+    return {"target_ps": parallelism_score(t.numpy()), "latent_copies": int(same.sum())}
