@@ -23,7 +23,7 @@ def _files(where: str) -> list[Path]:
 
 
 LIBRARY = [
-    p for p in SOURCE.rglob("*.py") if not p.relative_to(SOURCE).parts[0] in ("experiments", "pipeline")
+    p for p in SOURCE.rglob("*.py") if p.relative_to(SOURCE).parts[0] not in ("experiments", "pipeline")
 ]
 
 
