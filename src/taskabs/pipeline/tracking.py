@@ -176,8 +176,18 @@ class JobRun:
             )
             for name, (path, md5) in inputs.items()
         ]
-        if datasets:
-            retry(lambda: self.client.log_inputs(self.run_id, datasets=datasets))
+        if not datasets:
+            return
+        # MLflow keeps one row per (experiment, name, digest): two jobs logging the same input at
+        # once race to insert it, and the loser's insert fails; a second call finds the row.
+        for attempt in range(3):
+            try:
+                retry(lambda: self.client.log_inputs(self.run_id, datasets=datasets))
+                return
+            except Exception as error:  # RestException (server) or IntegrityError (SQLite)
+                text = str(error).lower()
+                if attempt == 2 or not ("duplicate key" in text or "unique constraint" in text):
+                    raise
 
     def flush(self) -> None:
         """Send everything buffered, within MLflow's per-request limits."""
