@@ -32,6 +32,7 @@ from cluster_fixtures import TrackingServer, tracking_server, tracking_server_la
 from taskabs.pipeline import tracking  # first: it switches MLflow's telemetry off before mlflow is imported
 
 N_JOBS = 16
+SHARED_INPUT = "data/shared.bin"
 CURVE_STEPS = 300  # per-step training loss, as a train job logs it
 SCALARS = ("final_loss", "accuracy", "auc")
 RULE = "sweep_job"
@@ -69,7 +70,7 @@ def _job(config: dict, seed: int, barrier, results) -> None:
 
         job = Job(
             rule=RULE,
-            input={},
+            input={"train": Path(SHARED_INPUT)},  # the same dataset: every job logs it at once
             output={"metrics": Path(f"results/seed{seed}/metrics.json")},
             config={"lr": 0.003, "hidden": 16, "seed": seed},
             wildcards={"seed": str(seed)},
@@ -107,6 +108,8 @@ def log_concurrently(uri: str, workdir: Path, *, n_jobs: int = N_JOBS) -> Concur
     context = multiprocessing.get_context("fork")
     previous = Path.cwd()
     os.chdir(workdir)  # outputs and SQLite's default artifact root (./mlruns) go here
+    Path(SHARED_INPUT).parent.mkdir(parents=True, exist_ok=True)
+    Path(SHARED_INPUT).write_bytes(b"the input every job reads")
     try:
         errors = context.Queue()
         first = context.Process(target=_prepare, args=(config, errors))
