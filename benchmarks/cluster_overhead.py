@@ -1,13 +1,13 @@
 """What running through SLURM and a tracking server costs, measured on this machine in one session.
 
-1. Wall time of the DAG of tests/test_cluster_pipeline.py (config/smoke.yaml with only the
+1. Wall time of the DAG of tests/cluster/test_cluster_pipeline.py (config/smoke.yaml with only the
    sequence experiment; ``--whole-smoke`` for all of config/smoke.yaml) run locally (default
    profile, SQLite store) against the same DAG through the local one-node SLURM cluster
    (``--executor slurm`` with the test's settings, every job logging to the PostgreSQL-backed
    MLflow server), each in a fresh copy of the project, alternating (``--repeats``) because this
    machine is shared and its load drifts. Target: ratio <= 3.
 2. Time from starting Snakemake with an unreachable tracking server to its error (nothing submitted).
-3. Sixteen jobs logging at once (tests/test_tracking_concurrency.py): to a fresh SQLite file and to
+3. Sixteen jobs logging at once (tests/cluster/test_tracking_concurrency.py): to a fresh SQLite file and to
    the server; runs complete with all their metrics, and how long it took.
 
 The cluster and the server come up at the start and go down at the end (scripts/local-slurm.sh,

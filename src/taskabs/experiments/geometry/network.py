@@ -95,7 +95,7 @@ class NetworkSpec:
     """One network of the experiment; every field is a plain value so it can live in a config.
 
     Defaults are tuned so that latent-task networks reach last-hidden-layer PS and CCGP >= 0.9
-    for every activation and depth 1-3 (d = 3) in ~0.5 s each; see tests/test_abstraction.py.
+    for every activation and depth 1-3 (d = 3) in ~0.5 s each; see tests/unit/experiments/test_abstraction.py.
     """
 
     d: int = 3  # binary latents (2**d conditions)

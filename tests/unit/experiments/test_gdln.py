@@ -32,7 +32,7 @@ from taskabs.gdln.reduction import (
     single_pathway_closed_form,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 # The smoke sizes of every experiment: config/smoke.yaml over the schema defaults (= runs.DEFAULTS).
 SMOKE = {
     name: {k: tuple(v) if isinstance(v, list) else v for k, v in (ex.DEFAULTS[name] | sizes).items()}

@@ -107,7 +107,7 @@ _PROJECTS: list[Path] = []  # every copy this module runs in (checked for leftov
 def _new_project(root: Path) -> Path:
     project = copy_project(root)
     (project / OVERLAY).write_text(
-        "# Written by tests/test_cluster_pipeline.py\n" + yaml.safe_dump(overlay(project), sort_keys=False)
+        "# Written by tests/cluster/test_cluster_pipeline.py\n" + yaml.safe_dump(overlay(project), sort_keys=False)
     )
     _PROJECTS.append(project)
     return project
