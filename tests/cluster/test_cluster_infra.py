@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from cluster_fixtures import (  # noqa: F401  (fixtures are used by name)
     REPO_ROOT,
     TRACKING_MARK,

@@ -40,7 +40,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-
 from cluster_fixtures import (  # noqa: F401  (fixtures are used by name)
     LocalSlurm,
     TrackingServer,
@@ -48,6 +47,7 @@ from cluster_fixtures import (  # noqa: F401  (fixtures are used by name)
     tracking_server,
     tracking_server_launch,
 )
+
 from conftest import BIN, copy_project, tool_env
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -107,7 +107,8 @@ _PROJECTS: list[Path] = []  # every copy this module runs in (checked for leftov
 def _new_project(root: Path) -> Path:
     project = copy_project(root)
     (project / OVERLAY).write_text(
-        "# Written by tests/cluster/test_cluster_pipeline.py\n" + yaml.safe_dump(overlay(project), sort_keys=False)
+        "# Written by tests/cluster/test_cluster_pipeline.py\n"
+        + yaml.safe_dump(overlay(project), sort_keys=False)
     )
     _PROJECTS.append(project)
     return project

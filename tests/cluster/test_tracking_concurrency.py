@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from cluster_fixtures import TrackingServer, tracking_server, tracking_server_launch  # noqa: F401
+
 from taskabs.pipeline import tracking  # first: it switches MLflow's telemetry off before mlflow is imported
 
 N_JOBS = 16
