@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
-sys.path.insert(0, str(TESTS))
+sys.path[:0] = [str(TESTS), str(TESTS / "cluster")]  # conftest, and the cluster tests' fixtures
 
 from cluster_fixtures import (  # noqa: E402
     SLURM_MARK,
@@ -44,9 +44,10 @@ from cluster_fixtures import (  # noqa: E402
     stop_local_slurm,
     stop_tracking_server,
 )
-from conftest import BIN, copy_project, tool_env  # noqa: E402
 from test_cluster_pipeline import OVERLAY, SLURM_SETTINGS, overlay  # noqa: E402
 from test_tracking_concurrency import N_JOBS, log_concurrently, lost_records  # noqa: E402
+
+from conftest import BIN, copy_project, tool_env  # noqa: E402
 
 CONFIGS: list[str] = []  # set in main(): config/smoke.yaml, plus the test's overlay
 
