@@ -50,17 +50,7 @@ def _check(claim_id: str):
 
 
 def _claim(id, statement, paper_value, *, setting=THEORY, ours=our_setting):
-    return Claim(
-        id=id,
-        experiment="gdln",
-        paper=RACE,
-        statement=statement,
-        paper_value=paper_value,
-        paper_setting=setting,
-        our_setting=ours,
-        tables=("gdln_checks",),
-        evaluate=_check(id),
-    )
+    return Claim(id, "gdln", RACE, statement, paper_value, setting, ours, ("gdln_checks",), _check(id))
 
 
 CLAIMS = [

@@ -89,15 +89,15 @@ def _from_verdicts(claim_id: str):
 
 def _claim(id, statement, paper_value, *, setting=PAPER_SETTING, ours=our_setting):
     return Claim(
-        id=id,
-        experiment="geometry",
-        paper=ABSTRACT,
-        statement=statement,
-        paper_value=paper_value,
-        paper_setting=setting,
-        our_setting=ours,
-        tables=("geometry_verdicts",),
-        evaluate=_from_verdicts(id),
+        id,
+        "geometry",
+        ABSTRACT,
+        statement,
+        paper_value,
+        setting,
+        ours,
+        ("geometry_verdicts",),
+        _from_verdicts(id),
     )
 
 
