@@ -68,7 +68,6 @@ from taskabs.pipeline.audit.records import (
     Resolution,
     RunRecord,
     StageCode,
-    _dump_dag,
     dvc_records,
     index_outputs,
     load_runs,
@@ -273,9 +272,3 @@ def main(
     else:
         print(f"audit: all {len(rows)} files under {'/ and '.join(AUDITED_DIRS)}/ check out", file=out)
     return 1 if found else 0
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["resolve"]:
-        sys.exit(_dump_dag(sys.argv[2:]))
-    sys.exit(main())
