@@ -10,10 +10,15 @@ from pathlib import Path
 
 from taskabs.hashing import canonical_json, md5_file, sha256_file
 
+# Snakemake writes this marker into every directory() output after its job has ended: it is not
+# part of what the job made, so no listing, digest or manifest counts it.
+SNAKEMAKE_MARKERS = frozenset({".snakemake_timestamp"})
+
 
 def tree_files(directory: str | os.PathLike) -> list[Path]:
-    """Every file under ``directory`` (symbolic links to files included), sorted."""
-    return sorted(p for p in Path(directory).rglob("*") if p.is_file())
+    """Every file under ``directory`` (symbolic links to files included), sorted; Snakemake's
+    own markers left out."""
+    return sorted(p for p in Path(directory).rglob("*") if p.is_file() and p.name not in SNAKEMAKE_MARKERS)
 
 
 def tree_digest(directory: str | os.PathLike, file_hash=md5_file) -> str:

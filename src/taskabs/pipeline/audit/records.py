@@ -13,6 +13,7 @@ from typing import Any
 
 from taskabs.hashing import canonical_json, sha256_file
 from taskabs.pipeline import tracking
+from taskabs.pipeline.provenance import SNAKEMAKE_MARKERS
 
 RESULTS_DIR = "results"
 AUDITED_DIRS = ("data", "results")
@@ -89,7 +90,11 @@ class DvcRecord:
     def listing(self, directory: str) -> dict[str, str]:
         """{path relative to ``directory``: md5} of the files dvc.lock records under it."""
         prefix = directory.rstrip("/") + "/"
-        return {p[len(prefix) :]: h for p, h in self.md5.items() if p.startswith(prefix)}
+        return {
+            p[len(prefix) :]: h
+            for p, h in self.md5.items()
+            if p.startswith(prefix) and Path(p).name not in SNAKEMAKE_MARKERS
+        }
 
     def tracked_by(self, path: str) -> str | None:
         """The DVC output holding ``path`` ("" stands for the whole repository)."""
@@ -351,5 +356,9 @@ def result_files(root: Path, dirs: Iterable[str] = AUDITED_DIRS) -> list[str]:
     for name in dirs:
         base = root / name
         if base.is_dir():
-            found += [str(p.relative_to(root)) for p in base.rglob("*") if p.is_file()]
+            found += [
+                str(p.relative_to(root))
+                for p in base.rglob("*")
+                if p.is_file() and p.name not in SNAKEMAKE_MARKERS
+            ]
     return sorted(found)
