@@ -30,7 +30,6 @@ rule scorecard:
 
 
 rule data:
-    default_target: False
     """Every dataset of the enabled experiments (the target of the DVC `data` stage)."""
     input:
         data_targets(),
