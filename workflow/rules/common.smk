@@ -32,7 +32,6 @@ def _reported(kind, stem, experiment, suffix):
         caption=f"../report/{kind}s/{stem}.rst",
         category=REPORT_CATEGORIES[experiment],
         subcategory=f"{kind.capitalize()}s",
-        labels={"experiment": experiment, kind: stem},
     )
 
 
