@@ -13,13 +13,12 @@ from typing import Any
 
 from taskabs.hashing import canonical_json, sha256_file
 from taskabs.pipeline import tracking
-from taskabs.pipeline.provenance import SNAKEMAKE_MARKERS
+from taskabs.pipeline.provenance import CODE_PATHS, SNAKEMAKE_MARKERS
 
 RESULTS_DIR = "results"
 AUDITED_DIRS = ("data", "results")
 # Results that no job makes, and what makes them instead.
 NOT_FROM_A_JOB = {"results/report.html": "snakemake --report"}
-CODE_PATHS = ("src", "workflow", "Snakefile")
 PROFILE = "profiles/default"
 DEFAULT_CONFIGFILES = ("config/config.yaml",)
 CHECKS = ("exists", "run", "code", "data", "config", "record", "artifact", "dvc")
