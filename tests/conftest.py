@@ -77,3 +77,19 @@ def snakemake(cwd: Path, *args: str, config: str = "config/smoke.yaml", check: b
 @pytest.fixture(scope="session")
 def project_copy(tmp_path_factory) -> Path:
     return copy_project(tmp_path_factory.mktemp("project"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Keep what must not be split across pytest-xdist workers on one (``--dist loadgroup``).
+
+    An end-to-end module builds its run once in a module fixture, so its tests stay together;
+    the cluster modules share one SLURM cluster and one PostgreSQL on fixed ports, so they take
+    turns. Unit tests are spread freely.
+    """
+    for item in items:
+        parts = Path(str(item.path)).relative_to(ROOT).parts
+        if parts[:2] == ("tests", "cluster"):
+            item.add_marker(pytest.mark.xdist_group("cluster"))
+        elif parts[:2] == ("tests", "dag"):
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
