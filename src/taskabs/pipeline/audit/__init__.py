@@ -24,7 +24,9 @@ dvc       the file's MD5 equals the one ``dvc.lock`` records for it
 ========  ====================================================================================
 
 Every file under ``data/`` and ``results/`` is audited; a check that cannot read its record
-reports the damage instead of stopping the audit.
+reports the damage instead of stopping the audit.  A fetched or gathered file is also checked
+against its pin (:mod:`taskabs.pipeline.audit.pins`, no run needed): a failure shows in its
+``artifact`` column.
 
 ``results/report.html`` is made by ``snakemake --report``, not by a job: only its ``dvc`` check
 applies.  Snakemake's own ``--list-changes params`` cannot do the config check: in Snakemake 9.27.1
@@ -55,6 +57,7 @@ from taskabs.pipeline.audit.checks import (
     check_report,
     check_run,
 )
+from taskabs.pipeline.audit.pins import PinFailure, pin_failures, repair_hint
 from taskabs.pipeline.audit.records import (
     AUDITED_DIRS,
     CHECKS,
@@ -209,7 +212,21 @@ def audit(
         for path, why in sorted(expected.items())
         if not (root / path).exists()
     ]
-    return sorted(rows, key=lambda row: row["file"])
+    return sorted(with_pins(rows, pin_failures(root, resolution.config)), key=lambda row: row["file"])
+
+
+def with_pins(rows: list[dict], failures: list[PinFailure]) -> list[dict]:
+    """The rows with each pin failure in its file's artifact check (a row of its own if none)."""
+    by_path = {row["file"]: row for row in rows}
+    for failure in failures:
+        verdict = Check(False, f"fails its pin: {failure.detail} (repair: {repair_hint([failure])})")
+        if failure.path in by_path:
+            by_path[failure.path]["artifact"] = verdict
+        else:
+            skipped = Check(True, "-")
+            row = {"file": failure.path, "rule": "", "run_id": ""} | dict.fromkeys(CHECKS, skipped)
+            by_path[failure.path] = row | {"artifact": verdict}
+    return list(by_path.values())
 
 
 def mismatches(rows: list[dict]) -> list[tuple[str, str, str]]:
@@ -249,6 +266,10 @@ def main(
         rows = audit(Path(root), list(configfiles), until=until)
     except (RuntimeError, FileNotFoundError, LookupError) as error:
         print(f"audit: cannot read the records: {error}", file=out)
+        from taskabs.pipeline.audit.verify import light_config  # the pins need no records
+
+        for failure in pin_failures(Path(root), light_config(Path(root), configfiles)):
+            print(f"MISMATCH {failure.path} [artifact]: fails its pin: {failure.detail}", file=out)
         return 2
     with pl.Config(
         tbl_rows=-1,
