@@ -88,7 +88,8 @@ def verify(args) -> int:
     """Check every file under data/ and results/ against the run that made it."""
     from taskabs.pipeline.audit import DEFAULT_CONFIGFILES, verify_main
 
-    return verify_main(args.root, args.configfile or list(DEFAULT_CONFIGFILES), repair=args.repair)
+    configfiles = args.configfile or list(DEFAULT_CONFIGFILES)
+    return verify_main(args.root, configfiles, repair=args.repair, pinned_only=args.pinned_only)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         "--repair",
         action="store_true",
         help="set failing outputs aside under .snakemake/set-aside/ so that the next run re-makes them",
+    )
+    p.add_argument(
+        "--pinned-only",
+        action="store_true",
+        help="check only fetched and gathered files against their pins (no MLflow needed)",
     )
     p.set_defaults(func=verify)
     args = parser.parse_args(argv)
