@@ -1,5 +1,5 @@
 # Helpers shared by every rule: per-job config slices, the target list, and the MLflow parent run.
-from taskabs.pipeline import scorecard, tracking
+from taskabs.pipeline import local_server, scorecard, tracking
 from taskabs.pipeline.codehash import code_hash
 from taskabs.pipeline.stages import stage_module
 from taskabs.pipeline.provenance import git_state
@@ -129,6 +129,8 @@ onstart:
             config,
             tags={"git_commit": commit, "git_dirty": str(dirty).lower(), "rule": "pipeline"},
         )
+        if local_server.wanted(config, workflow):  # after the store exists: one creator
+            local_server.start(config)
 
 
 onsuccess:

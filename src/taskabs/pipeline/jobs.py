@@ -236,7 +236,7 @@ def verify_inputs(job: Job, pipeline_config: dict) -> None:
     for path in [p for v in job.input.values() for p in (v if isinstance(v, list) else [v])]:
         if not path.exists():
             continue
-        problem = tracking.verify_against_producer(pipeline_config, path)
+        problem = tracking.verify_against_producer(pipeline_config, path, job.run.store if job.run else None)
         if problem:
             raise CorruptArtifact(
                 f"input {path} of rule {job.rule} fails its check: {problem}. Repair: "

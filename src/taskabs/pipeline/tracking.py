@@ -135,16 +135,20 @@ class JobRun:
 
     Params, metrics and tags are buffered and sent in one ``log_batch`` when the run finishes
     (whatever its status), so tracking costs three calls per job, none inside the training loop.
+    Calls go through :func:`taskabs.pipeline.stores.open_store`: over REST, without importing
+    mlflow, when the store is a server.
     """
 
     def __init__(self, config: dict, *, name: str, tags: dict[str, str]):
+        from taskabs.pipeline.stores import open_store
+
         self.config = config
-        self.client = _client(tracking_uri(config))
-        experiment_id = retry(lambda: prepare(config))
+        self.store = open_store(tracking_uri(config))
+        experiment_id = retry(lambda: job_experiment(self.store, config))
         all_tags = {"mlflow.runName": name, **tags}
         if parent := os.environ.get(PARENT_RUN_ENV):
             all_tags["mlflow.parentRunId"] = parent
-        self.run_id = retry(lambda: self.client.create_run(experiment_id, tags=all_tags)).info.run_id
+        self.run_id = retry(lambda: self.store.create_run(experiment_id, all_tags))
         self._params: dict[str, str] = {}
         self._tags: dict[str, str] = {}
         self._metrics: list[tuple[str, float, int]] = []
@@ -160,58 +164,52 @@ class JobRun:
         self._metrics.extend((k, float(v), int(step)) for k, v, step in rows)
 
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
-        retry(lambda: self.client.log_artifact(self.run_id, path, artifact_path))
+        retry(lambda: self.store.log_artifact(self.run_id, path, artifact_path))
 
     def log_dict(self, obj: Any, artifact_file: str) -> None:
-        retry(lambda: self.client.log_dict(self.run_id, obj, artifact_file))
+        retry(lambda: self.store.log_dict(self.run_id, obj, artifact_file))
 
     def log_inputs(self, inputs: dict[str, tuple[str, str]]) -> None:
         """Each input as an MLflow dataset: {name: (path, md5)}, the digest DVC records."""
-        from mlflow.entities import Dataset, DatasetInput, InputTag
-
-        datasets = [
-            DatasetInput(
-                Dataset(name=name, digest=md5, source_type="local", source=path),
-                tags=[InputTag("mlflow.data.context", "input")],
-            )
-            for name, (path, md5) in inputs.items()
-        ]
+        datasets = [(name, md5, path) for name, (path, md5) in inputs.items()]
         if not datasets:
             return
         # MLflow keeps one row per (experiment, name, digest): two jobs logging the same input at
         # once race to insert it, and the loser's insert fails; a second call finds the row.
         for attempt in range(3):
             try:
-                retry(lambda: self.client.log_inputs(self.run_id, datasets=datasets))
+                retry(lambda: self.store.log_inputs(self.run_id, datasets))
                 return
-            except Exception as error:  # RestException (server) or IntegrityError (SQLite)
+            except Exception as error:  # a server's error answer, or IntegrityError (SQLite)
                 text = str(error).lower()
                 if attempt == 2 or not ("duplicate key" in text or "unique constraint" in text):
                     raise
 
     def flush(self) -> None:
         """Send everything buffered, within MLflow's per-request limits."""
-        from mlflow.entities import Metric, Param, RunTag
-
         now = int(time.time() * 1000)
-        params = [Param(k, v) for k, v in self._params.items()]
-        tags = [RunTag(k, v) for k, v in self._tags.items()]
-        metrics = [Metric(k, v, now, step) for k, v, step in self._metrics]
+        params = list(self._params.items())
+        tags = list(self._tags.items())
+        metrics = [(k, v, now, step) for k, v, step in self._metrics]
         while params or tags or metrics:
             batch_params, params = params[:100], params[100:]
             batch_tags, tags = tags[:100], tags[100:]
             room = 1000 - len(batch_params) - len(batch_tags)
             batch_metrics, metrics = metrics[:room], metrics[room:]
             retry(
-                lambda: self.client.log_batch(
-                    self.run_id, metrics=batch_metrics, params=batch_params, tags=batch_tags
-                )
+                lambda: self.store.log_batch(self.run_id, batch_metrics, dict(batch_params), dict(batch_tags))
             )
         self._params, self._tags, self._metrics = {}, {}, []
 
     def finish(self, status: str) -> None:
         self.flush()
-        retry(lambda: self.client.set_terminated(self.run_id, status))
+        retry(lambda: self.store.set_terminated(self.run_id, status))
+
+
+def job_experiment(store, config: dict) -> str:
+    """The experiment's id through a job's store, created if missing (as :func:`prepare` does)."""
+    name = experiment_name(config)
+    return store.experiment_id(name) or store.create_experiment(name)
 
 
 def runs_by_output(config: dict) -> dict[str, Any]:
@@ -346,17 +344,19 @@ def content_sha256(path: str | os.PathLike) -> str:
     return tree_digest(path, sha256_file) if Path(path).is_dir() else sha256_file(path)
 
 
-def verify_against_producer(config: dict, path: str | os.PathLike, client=None) -> str | None:
+def verify_against_producer(config: dict, path: str | os.PathLike, store=None) -> str | None:
     """None if ``path`` holds bytes a FINISHED run recorded making (or no run records making it);
     else what differs, naming the run, and for a directory the files."""
-    client = client or _client(tracking_uri(config))
-    experiment = retry(lambda: client.get_experiment_by_name(experiment_name(config)))
-    if experiment is None:
+    from taskabs.pipeline.stores import open_store
+
+    store = store or open_store(tracking_uri(config))
+    experiment_id = retry(lambda: store.experiment_id(experiment_name(config)))
+    if experiment_id is None:
         return None
     key, digest = produced_key(path), content_sha256(path)
     search = lambda where: retry(  # noqa: E731
-        lambda: client.search_runs(
-            [experiment.experiment_id],
+        lambda: store.search(
+            experiment_id,
             f"attributes.status = 'FINISHED' and tags.`{key}` {where}",
             max_results=1,
             order_by=["attributes.start_time DESC"],
@@ -368,43 +368,40 @@ def verify_against_producer(config: dict, path: str | os.PathLike, client=None) 
     if not found:
         return None
     run = found[0]
-    recorded = run.data.tags[key]
+    recorded = run.tags[key]
     detail = (
-        f"sha256 {digest[:12]} on disk, {recorded[:12]} recorded by run {run.info.run_id[:8]} "
-        f"(rule {run.data.tags.get('rule', '?')})"
+        f"sha256 {digest[:12]} on disk, {recorded[:12]} recorded by run {run.run_id[:8]} "
+        f"(rule {run.tags.get('rule', '?')})"
     )
     if Path(path).is_dir():
-        changed = manifest_difference(client, run, path)
+        changed = manifest_difference(store, run, path)
         if changed:
             detail += "; " + changed
     return detail
 
 
-def run_manifest(client, run, path: str | os.PathLike) -> dict[str, str] | None:
-    """{relpath: sha256} a run recorded for its directory output ``path`` (None if none)."""
-    import tempfile
-
+def run_manifest(store, run, path: str | os.PathLike) -> dict[str, str] | None:
+    """{relpath: sha256} a run (a :class:`~taskabs.pipeline.stores.RunRecord`) recorded for its
+    directory output ``path`` (None if none)."""
     wanted = os.path.normpath(str(path))
     names = [
         k[len("output.") : -len(".path")]
-        for k, v in run.data.tags.items()
+        for k, v in run.tags.items()
         if k.startswith("output.") and k.endswith(".path") and os.path.normpath(v) == wanted
     ]
     for name in names:
         try:
-            with tempfile.TemporaryDirectory() as tmp:
-                local = client.download_artifacts(run.info.run_id, f"_manifests/{name}.json", tmp)
-                return json.loads(Path(local).read_text())
+            return json.loads(store.read_artifact(run.run_id, f"_manifests/{name}.json"))
         except Exception:  # no manifest (older run) or an unreadable one
             continue
     return None
 
 
-def manifest_difference(client, run, path: str | os.PathLike) -> str:
+def manifest_difference(store, run, path: str | os.PathLike) -> str:
     """'changed: a, b; missing: c; unexpected: d' between a directory and its run's manifest."""
     from taskabs.pipeline.provenance import tree_listing
 
-    manifest = run_manifest(client, run, path)
+    manifest = run_manifest(store, run, path)
     if manifest is None:
         return ""
     return describe_difference(manifest, tree_listing(path), str(path))
