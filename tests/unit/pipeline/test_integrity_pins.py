@@ -22,6 +22,7 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "data/raw/images/toy").mkdir(parents=True)
     (tmp_path / "data/raw/images/toy/a.gz").write_bytes(IMAGE)
+    (tmp_path / "data/raw/images/.snakemake_timestamp").touch()  # Snakemake's directory() marker
     language = tmp_path / "data/raw/language"
     language.mkdir(parents=True)
     manifest = {}

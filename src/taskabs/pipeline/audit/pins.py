@@ -16,6 +16,7 @@ from pathlib import Path
 from taskabs.data.fetch import pin_failure
 from taskabs.data.sources import DEFAULT_DATASETS
 from taskabs.hashing import sha256_file
+from taskabs.pipeline.provenance import SNAKEMAKE_MARKERS
 
 IMAGES_RAW = "data/raw/images"
 LANGUAGE_RAW = "data/raw/language"
@@ -37,7 +38,8 @@ def _image_pins(root: Path, config: dict) -> list[PinFailure]:
     registry = {**DEFAULT_DATASETS, **overrides}
     failures = []
     base = root / IMAGES_RAW
-    for path in sorted(p for p in base.rglob("*") if p.is_file()) if base.is_dir() else []:
+    files = [p for p in base.rglob("*") if p.is_file() and p.name not in SNAKEMAKE_MARKERS]
+    for path in sorted(files) if base.is_dir() else []:
         rel = path.relative_to(root).as_posix()
         dataset, name = path.parent.name, path.name
         spec = (registry.get(dataset) or {}).get("files", {}).get(name)
