@@ -14,6 +14,8 @@ BIN := $(VENV)/bin
 ALLOW_MISSING ?=
 MISSING_OVERLAY := .taskabs/missing-packages.yaml
 RUN_CONFIG = $(CONFIG) $(if $(ALLOW_MISSING),$(MISSING_OVERLAY))
+# the Workflow Run RO-Crate of the results (taskabs.pipeline.rocrate), versioned with them by DVC
+CRATE := results/ro-crate-metadata.json
 SNAKEMAKE = $(BIN)/snakemake --workflow-profile $(PROFILE) --configfile $(RUN_CONFIG)
 
 .PHONY: venv data-deps system-deps reproduce pull smoke audit test lint bench slurm-smoke
@@ -63,6 +65,7 @@ reproduce: venv data-deps
 	@if [ ! -f results/report.html ] || [ -n "$$(find results -type f -newer results/report.html -print -quit)" ]; then \
 		$(SNAKEMAKE) --report results/report.html; fi
 	$(BIN)/taskabs verify $(foreach f,$(CONFIG),--configfile $(f))
+	@if [ ! -f $(CRATE) ] || [ -n "$$(find results data -type f -newer $(CRATE) -print -quit)" ]; then $(BIN)/taskabs rocrate $(foreach f,$(CONFIG),--configfile $(f)); fi
 	@if ! $(BIN)/dvc status --quiet; then $(BIN)/dvc commit --force --quiet && $(BIN)/dvc push --quiet && \
 		$(BIN)/taskabs settle-times data results logs >/dev/null; fi
 	@echo "report: results/report.html   runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"

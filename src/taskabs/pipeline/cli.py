@@ -92,6 +92,13 @@ def verify(args) -> int:
     return verify_main(args.root, configfiles, repair=args.repair, pinned_only=args.pinned_only)
 
 
+def rocrate(args) -> int:
+    """Write results/ro-crate-metadata.json: a Workflow Run RO-Crate of the reproduction."""
+    from taskabs.pipeline.rocrate import main as write_crate
+
+    return write_crate(args.root, args.configfile or [], until=args.until or [])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="taskabs", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         help="check only fetched and gathered files against their pins (no MLflow needed)",
     )
     p.set_defaults(func=verify)
+    p = sub.add_parser(
+        "rocrate",
+        help="write results/ro-crate-metadata.json, a Workflow Run RO-Crate (files, runs, verdicts, audit)",
+    )
+    p.add_argument("--configfile", action="append", metavar="FILE", help="config file (repeatable)")
+    p.add_argument("--root", default=".", help="the project directory (default: the current one)")
+    p.add_argument("--until", nargs="+", metavar="RULE", help="the results of a partial run")
+    p.set_defaults(func=rocrate)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -268,7 +268,14 @@ def check_record(run: RunRecord, root: Path) -> Check:
 
 
 def check_report(path: Path) -> Check:
-    """``snakemake --report`` writes one self-contained page: it ends with ``</html>``."""
+    """``snakemake --report`` writes one self-contained page: it ends with ``</html>``; the
+    RO-Crate (``taskabs rocrate``) is one JSON document."""
+    if path.suffix == ".json":
+        try:
+            json.loads(path.read_bytes())
+        except ValueError:
+            return Check(False, "damaged: not JSON (rebuild: make reproduce)")
+        return OK
     with path.open("rb") as f:
         f.seek(max(0, path.stat().st_size - 4096))
         tail = f.read().rstrip()

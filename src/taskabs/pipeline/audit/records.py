@@ -18,7 +18,10 @@ from taskabs.pipeline.provenance import CODE_PATHS, SNAKEMAKE_MARKERS
 RESULTS_DIR = "results"
 AUDITED_DIRS = ("data", "results")
 # Results that no job makes, and what makes them instead.
-NOT_FROM_A_JOB = {"results/report.html": "snakemake --report"}
+NOT_FROM_A_JOB = {
+    "results/report.html": "snakemake --report",
+    "results/ro-crate-metadata.json": "taskabs rocrate",
+}
 PROFILE = "profiles/default"
 DEFAULT_CONFIGFILES = ("config/config.yaml",)
 CHECKS = ("exists", "run", "code", "data", "config", "record", "artifact", "dvc")
