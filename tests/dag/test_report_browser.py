@@ -6,10 +6,19 @@ DAG (the GDLN experiment: five jobs), opens it, navigates to every figure as a r
 (category, subcategory, the eye button), and checks that the browser decoded each image at the
 size of the PNG on disk, and that the console showed no error.  A screenshot is kept in the pytest
 tmp dir; its path is printed.
+
+Hostile text: before the report is built, the test writes a string that closes the report's
+``<script>`` and opens its own into a cell of a table the report embeds and into that table's
+caption.  Where text reaches the page (docs/integrity.md lists each way in): a caption is
+reStructuredText that docutils renders with ``<>&`` escaped; a table or figure is embedded as a
+base64 ``data:`` URI (a download, or PNG pixels), never as markup.  The page must show the string as
+text and run none of it.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import shutil
 import struct
 from pathlib import Path
@@ -38,6 +47,21 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 TARGET = "plot_gdln"  # a rule with figures and a table, and no training: the cheapest real report
+HOSTILE_TABLE = "results/tables/gdln_checks.csv"
+HOSTILE_CAPTION = "workflow/report/tables/gdln_checks.rst"
+# closes the inline <script> that holds the report's data, runs its own; an image whose error runs code
+HOSTILE = '</script><script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">\'&'
+
+
+def plant_hostile_text(root: Path) -> None:
+    """The hostile string in one cell of a table the report embeds, and in that table's caption."""
+    with (root / HOSTILE_TABLE).open(newline="") as f:
+        rows = list(csv.reader(f))
+    rows.append([HOSTILE] + [""] * (len(rows[0]) - 1))
+    with (root / HOSTILE_TABLE).open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    with (root / HOSTILE_CAPTION).open("a") as f:
+        f.write(f"\nA corpus named {HOSTILE} in the data.\n")
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +70,7 @@ def report(tmp_path_factory) -> tuple[Path, Path]:
     root = copy_project(tmp_path_factory.mktemp("report"))
     # a flag before the target ends the list of --configfile values
     snakemake(root, "--printshellcmds", TARGET)
+    plant_hostile_text(root)
     snakemake(root, "--report", "results/report.html", TARGET)
     return root, root / "results/report.html"
 
@@ -89,9 +114,10 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
-def show(page, category: str, subcategory: str, path: str) -> None:
+def show(page, category: str, subcategory: str, path: str, button: str = "eye") -> None:
     """Open one result as a reader does: home, then down the menu (which skips a level with only
-    one entry: a single category, a default subcategory) to the result's row, then its eye button."""
+    one entry: a single category, a default subcategory) to the result's row, then its eye button
+    (or another: ``information-circle`` shows its caption)."""
     page.locator("nav ol a").first.click()  # home: the first link of the breadcrumbs
     row = page.locator("tr", has_text=path)
     for label in ("Results", category, subcategory):
@@ -99,7 +125,7 @@ def show(page, category: str, subcategory: str, path: str) -> None:
             break
         if (item := page.locator("a", has=page.get_by_text(label, exact=True))).count():
             item.first.click()
-    row.first.locator("a[iconname=eye]").click()
+    row.first.locator(f"a[iconname={button}]").click()
 
 
 def test_the_report_loads_without_console_errors(page):
@@ -142,4 +168,22 @@ def test_every_figure_renders_at_its_own_size(page, report, tmp_path):
     page.screenshot(path=str(shot), full_page=True)
     print(f"screenshot of the report showing {sorted(figures)[-1]}: {shot}")
     assert shot.stat().st_size > 10_000
+    assert page.problems == []
+
+
+def test_hostile_text_in_data_and_captions_shows_as_text_and_runs_no_script(page, report):
+    root, html = report
+    assert HOSTILE.encode() not in html.read_bytes(), "the hostile string is in the page unescaped"
+    placed = page.evaluate("() => categories")
+    [(category, subcategory)] = [
+        (c, s) for c, subs in placed.items() for s, ps in subs.items() if HOSTILE_TABLE in ps
+    ]
+    show(page, category, subcategory, HOSTILE_TABLE, button="information-circle")
+    caption = page.get_by_text("A corpus named", exact=False)
+    caption.wait_for(state="visible")
+    assert HOSTILE in caption.inner_text()  # shown as the text it is
+    embedded = page.evaluate("path => fetch(results[path].data_uri).then(r => r.text())", HOSTILE_TABLE)
+    assert [HOSTILE] in [row[:1] for row in csv.reader(io.StringIO(embedded))]  # a download, unchanged
+    assert page.evaluate("() => window.__pwned") is None, "a script from the data ran"
+    assert page.locator('img[src="x"]').count() == 0
     assert page.problems == []
