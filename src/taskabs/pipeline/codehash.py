@@ -61,6 +61,12 @@ def _with_parents(module: str) -> list[str]:
 
 
 @cache
+def _imports_of(text: bytes) -> tuple[str, ...]:
+    """Imports of a module's source, parsed once per distinct text (planning hashes every rule)."""
+    return tuple(_imports(ast.parse(text)))
+
+
+@cache
 def reached_modules(module: str, source: Path = SOURCE) -> tuple[str, ...]:
     """Every ``taskabs`` module that importing ``module`` runs, sorted (``module`` included)."""
     seen: set[str] = set()
@@ -74,7 +80,7 @@ def reached_modules(module: str, source: Path = SOURCE) -> tuple[str, ...]:
             if path is None:  # a name imported from a module, not a module
                 continue
             seen.add(candidate)
-            todo.extend(_imports(ast.parse(path.read_bytes(), filename=str(path))))
+            todo.extend(_imports_of(path.read_bytes()))
     return tuple(sorted(seen))
 
 
