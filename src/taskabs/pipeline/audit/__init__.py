@@ -101,7 +101,9 @@ __all__ = [
     "main",
     "mismatches",
     "producing_run",
+    "resolve_jobs",
     "verify_main",
+    "with_pins",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -194,12 +196,18 @@ def missing_row(path: str, why: str, resolution: Resolution) -> dict:
 
 
 def audit(
-    root: Path, configfiles: Iterable[str] = DEFAULT_CONFIGFILES, *, until: Iterable[str] = ()
+    root: Path,
+    configfiles: Iterable[str] = DEFAULT_CONFIGFILES,
+    *,
+    until: Iterable[str] = (),
+    resolution: Resolution | None = None,
 ) -> list[dict]:
     """Audit every file under ``root/data`` and ``root/results``, and every file that should be
-    there and is not: a list of rows (see :func:`audit_file`)."""
+    there and is not: a list of rows (see :func:`audit_file`). ``resolution``: the DAG as
+    :func:`resolve_jobs` gives it for this tree's config and workflow, if already known (one
+    Snakemake call spared when auditing several copies of one tree)."""
     root = Path(root).resolve()
-    resolution = resolve_jobs(root, configfiles, until=until)
+    resolution = resolution or resolve_jobs(root, configfiles, until=until)
     uri = tracking_uri(resolution.config, root)
     runs = load_runs(uri, tracking.experiment_name(resolution.config))
     index, dvc, git = index_outputs(runs), dvc_records(root), Git(root)
@@ -257,13 +265,14 @@ def main(
     *,
     out: TextIO | None = None,
     until: Iterable[str] = (),
+    resolution: Resolution | None = None,
 ) -> int:
     """Print the audit table and one line per mismatch; 0 if everything checks out, else 1."""
     import polars as pl
 
     out = out or sys.stdout
     try:
-        rows = audit(Path(root), list(configfiles), until=until)
+        rows = audit(Path(root), list(configfiles), until=until, resolution=resolution)
     except (RuntimeError, FileNotFoundError, LookupError) as error:
         print(f"audit: cannot read the records: {error}", file=out)
         from taskabs.pipeline.audit.verify import light_config  # the pins need no records

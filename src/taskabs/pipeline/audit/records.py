@@ -188,7 +188,6 @@ def dvc_records(root: Path) -> DvcRecord:
     A directory output's files come from its ``<md5>.dir`` manifest in the DVC cache; if that is
     missing (a clone before ``dvc pull``) the output is listed in ``problems``.
     """
-    from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     md5: dict[str, str] = {}
@@ -196,10 +195,11 @@ def dvc_records(root: Path) -> DvcRecord:
     problems: dict[str, str] = {}
     try:
         repo = Repo(str(root))
-    except DvcException as error:
-        return DvcRecord({}, [""], {"": f"cannot read DVC's record: {error}"})
+        stages = list(repo.index.stages)  # parses dvc.lock: a damaged one raises here
+    except Exception as error:  # DvcException, or the YAML schema's error for an edited dvc.lock
+        return DvcRecord({}, [""], {"": f"cannot read DVC's record (dvc.lock damaged?): {error}"})
     with repo:
-        for stage in repo.index.stages:
+        for stage in stages:
             for out in stage.outs:
                 path = os.path.normpath(os.path.relpath(out.fs_path, root))
                 outs.append(path)
