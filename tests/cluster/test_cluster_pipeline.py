@@ -410,6 +410,12 @@ def test_every_job_is_a_run_on_the_server_tagged_with_its_slurm_job_id(
     # Every job that went through SLURM (all but the cancelled one) finished as the run of that job.
     expected = {job: rule for job, rule in slurm_runs.submitted.items() if job != slurm_runs.cancelled_job}
     assert tagged == expected
+    # Each torch job ran with as many threads as the CPUs SLURM granted it (the rule's `threads`).
+    threaded = [r for r in finished if "slurm_job_id" in r.data.tags and "torch_threads" in r.data.tags]
+    assert threaded, "no SLURM job recorded its torch thread count"
+    for r in threaded:
+        granted = r.data.tags["slurm_cpus"]
+        assert r.data.tags["torch_threads"] == granted == r.data.params["threads"], (r.info.run_name, granted)
     # The jobs that ran on the submitting host (localrule: True) carry no SLURM id.
     local_rules = {r.data.tags["rule"] for r in finished if "slurm_job_id" not in r.data.tags}
     assert local_rules and not local_rules & set(expected.values())

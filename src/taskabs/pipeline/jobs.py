@@ -151,6 +151,10 @@ def _run_job(job: Job, stage: Callable[[Job], dict[str, float] | None], pipeline
     tags |= code_tags(job.rule)
     if slurm := provenance.slurm_job_id():
         tags["slurm_job_id"] = slurm
+        # the CPUs SLURM granted, beside the threads torch runs with: the cluster test compares them
+        tags["slurm_cpus"] = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE", "")
+    if "torch" in sys.modules:
+        tags["torch_threads"] = str(sys.modules["torch"].get_num_threads())
     datasets = {}
     for name, value in job.input.items():
         for i, path in enumerate(value if isinstance(value, list) else [value]):
