@@ -103,10 +103,12 @@ lint: venv
 slurm-smoke: venv system-deps
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/slurm-smoke.sh
 
-## bench: performance ratios measured in one run each (tracking overhead, GBI cost)
+## bench: performance ratios measured in one run each (per-job overhead, tracking, GBI cost,
+## planning at scale, and last a fresh-clone `make reproduce` against its compute floor, ~12 min)
 bench: venv
 	cd benchmarks && ../$(BIN)/python job_overhead.py
 	cd benchmarks && ../$(BIN)/python tracking_overhead.py
 	cd benchmarks && ../$(BIN)/python gbi_cost.py
 	cd benchmarks && ../$(BIN)/python image_gbi_cost.py
 	$(BIN)/python benchmarks/dag_scaling.py
+	$(BIN)/python benchmarks/reproduce_floor.py
