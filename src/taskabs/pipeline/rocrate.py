@@ -133,8 +133,9 @@ def run_audit(root: Path, configfiles: list[str], until: Iterable[str]) -> tuple
     from taskabs.pipeline.audit import audit
     from taskabs.pipeline.audit.records import resolve_jobs
 
-    rows = [row for row in audit(root, configfiles, until=until) if row["file"] != CRATE_FILE]
-    return rows, resolve_jobs(root, configfiles, until=until).config
+    resolution = resolve_jobs(root, configfiles, until=until)
+    rows = audit(root, configfiles, until=until, resolution=resolution)
+    return [row for row in rows if row["file"] != CRATE_FILE], resolution.config
 
 
 @dataclass(frozen=True)
