@@ -483,3 +483,18 @@ def test_a_bit_flipped_model_stops_the_job_that_reads_it_and_verify_repairs_it(p
         assert code == 0, text
         saved = (project / model).read_bytes()
     (project / model).write_bytes(saved)  # keep the re-made model (its run is the newest)
+
+
+@pytest.mark.slow
+def test_a_deleted_intermediate_is_remade_with_the_same_bytes_and_the_audit_passes(project):
+    """The run's own command (`make reproduce` runs it for the whole DAG) re-makes a deleted model
+    and what was made from it, byte for byte (seeded, deterministic kernels)."""
+    model = next(p for p in results_of(finished_runs(project)) if p.endswith("lstm/seed0/model.pt"))
+    downstream = sorted({p for r in readers_of(project, model) for p in results_of([r])})
+    assert downstream, "nothing in the run reads the model"
+    before = {p: hashing.sha256_file(project / p) for p in [model, *downstream]}
+    (project / model).unlink()
+    snakemake(project, "--until", *UNTIL)
+    assert {p: hashing.sha256_file(project / p) for p in before} == before
+    code, text, named = audit_of(project)
+    assert code == 0, text
