@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 KILL_AT_STEP_ENV = "TASKABS_KILL_AT_STEP"
 
 StepLoss = Callable[[nn.Module, int], tuple[torch.Tensor, dict[str, float]]]
+# progress(steps_done, steps, history): how a caller watches a run (a job sends it to its MLflow run)
+Progress = Callable[[int, int, dict[str, list[float]]], None]
+PROGRESS_EVERY_S = 15.0  # a person refreshing a dashboard; one tracking call per job per 15 s is free
 
 
 @dataclass
@@ -73,12 +77,19 @@ def train(
     description: str = "train",
     lr_at: Callable[[int], float] | None = None,
     clip_grad_norm: float | None = None,
+    progress: Progress | None = None,
+    progress_every_s: float = PROGRESS_EVERY_S,
 ) -> TrainResult:
     """Run ``steps`` optimisation steps, resuming from ``checkpoint_path`` if it holds this config.
 
     ``lr_at(step)`` sets the learning rate of every parameter group before each step (a function
     of the step index, so a schedule needs no state of its own); ``clip_grad_norm`` caps the
     global gradient norm.
+
+    ``progress(steps_done, steps, history)`` is called after the first step (so a watcher sees the
+    run start), then at the first step boundary at least ``progress_every_s`` seconds after the
+    last call: checkpoints set no rate of their own (every few milliseconds in the smoke configs,
+    minutes apart in long CPU runs). ``history`` is the loop's own: read it, do not keep or edit it.
     """
     if steps <= 0 or checkpoint_every <= 0:
         raise ValueError(f"need steps > 0 and checkpoint_every > 0, got {steps}, {checkpoint_every}")
@@ -113,6 +124,7 @@ def train(
 
     kill_at = int(os.environ.get(KILL_AT_STEP_ENV, -1))
     model.train()
+    reported = None  # time.monotonic() of the last progress call
     with _progress(total=steps, initial=start, desc=description) as bar:
         for step in range(start, steps):
             loss, metrics = step_loss(model, step)
@@ -129,6 +141,9 @@ def train(
             bar.update(1)
             if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
                 checkpoint(step + 1)
+            if progress is not None and (reported is None or time.monotonic() - reported >= progress_every_s):
+                progress(step + 1, steps, result.history)
+                reported = time.monotonic()
             if step + 1 == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
     model.eval()

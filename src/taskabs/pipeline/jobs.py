@@ -60,6 +60,22 @@ class Job:
     def log_curve(self, key: str, values: list[float]) -> None:
         self._metrics.extend((key, float(v), i) for i, v in enumerate(values))
 
+    def progress(self, step: int, total: int, curves: dict[str, list[float]]) -> None:
+        """Where a running job is, and its curves so far (as :meth:`log_curve` will log them),
+        sent to its MLflow run at once; nothing outside a job."""
+        if self.run is not None:
+            self.run.progress(step, total, curves)
+
+    def training_progress(self, key: str, *, stride: int = 1, part: int = 0, parts: int = 1):
+        """The ``progress`` hook of :func:`taskabs.train.train`: the loss curve as ``key``, every
+        ``stride``-th step (as the stage logs it at the end), and the job's fraction done when it
+        trains ``parts`` models one after another (this one is number ``part``, from 0)."""
+
+        def report(done: int, total: int, history: dict[str, list[float]]) -> None:
+            self.progress(part * total + done, parts * total, {key: history["loss"][::stride]})
+
+        return report
+
 
 def seed_everything(seed: int, threads: int) -> None:
     """Seeds and deterministic kernels: identical results on CPU for the same seed and threads.

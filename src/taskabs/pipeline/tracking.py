@@ -135,8 +135,11 @@ class JobRun:
 
     Params, metrics and tags are buffered and sent in one ``log_batch`` when the run finishes
     (whatever its status), so tracking costs three calls per job, none inside the training loop.
-    Calls go through :func:`taskabs.pipeline.stores.open_store`: over REST, without importing
-    mlflow, when the store is a server.
+    The exception is :meth:`progress`, which a training loop calls at a low rate: it sends the
+    curves' new steps and the fraction done at once, and the final batch leaves out the steps it
+    sent, so MLflow holds each (key, step) once. Calls go through
+    :func:`taskabs.pipeline.stores.open_store`: over REST, without importing mlflow, when the store
+    is a server.
     """
 
     def __init__(self, config: dict, *, name: str, tags: dict[str, str]):
@@ -152,6 +155,8 @@ class JobRun:
         self._params: dict[str, str] = {}
         self._tags: dict[str, str] = {}
         self._metrics: list[tuple[str, float, int]] = []
+        self._live: dict[str, dict[int, float]] = {}  # key -> {step: value} sent by progress()
+        self._progress_total = 0  # the steps of the last progress report (0: none)
 
     def log_params(self, params: dict[str, Any]) -> None:
         self._params.update({k: str(v)[:6000] for k, v in flatten(params).items()})
@@ -185,12 +190,40 @@ class JobRun:
                 if attempt == 2 or not ("duplicate key" in text or "unique constraint" in text):
                     raise
 
+    def progress(self, step: int, total: int, curves: dict[str, list[float]]) -> None:
+        """Send the steps of ``curves`` (value i at step i) not sent yet, and ``progress`` =
+        step / total at ``step``, in one ``log_batch`` (more only past MLflow's 1000 per request).
+
+        A live view is no reason to stall or fail a job: a failed send is logged, and the curve
+        steps it held go with the final batch instead.
+        """
+        now = int(time.time() * 1000)
+        rows = [("progress", step / total, step)] if total > 0 else []
+        for key, values in curves.items():
+            done = len(self._live.get(key, {}))
+            rows += [(key, float(v), i) for i, v in enumerate(values[done:], start=done)]
+        try:
+            for start in range(0, len(rows), 1000):
+                batch = [(k, v, now, i) for k, v, i in rows[start : start + 1000]]
+                retry(lambda: self.store.log_batch(self.run_id, batch, {}, {}), attempts=2)
+                for key, value, i in rows[start : start + 1000]:
+                    self._live.setdefault(key, {})[i] = value
+        except Exception as error:
+            log.warning(
+                "could not send the progress of run %s (sent at the end instead): %s", self.run_id, error
+            )
+        self._progress_total = max(self._progress_total, total)
+
+    def _not_sent_live(self, key: str, value: float, step: int) -> bool:
+        sent = self._live.get(key, {}).get(step)
+        return sent is None or not (sent == value or (sent != sent and value != value))
+
     def flush(self) -> None:
-        """Send everything buffered, within MLflow's per-request limits."""
+        """Send everything buffered and not sent live, within MLflow's per-request limits."""
         now = int(time.time() * 1000)
         params = list(self._params.items())
         tags = list(self._tags.items())
-        metrics = [(k, v, now, step) for k, v, step in self._metrics]
+        metrics = [(k, v, now, step) for k, v, step in self._metrics if self._not_sent_live(k, v, step)]
         while params or tags or metrics:
             batch_params, params = params[:100], params[100:]
             batch_tags, tags = tags[:100], tags[100:]
@@ -202,6 +235,8 @@ class JobRun:
         self._params, self._tags, self._metrics = {}, {}, []
 
     def finish(self, status: str) -> None:
+        if status == "FINISHED" and self._progress_total:  # a finished job is all done
+            self._metrics.append(("progress", 1.0, self._progress_total))
         self.flush()
         retry(lambda: self.store.set_terminated(self.run_id, status))
 

@@ -341,6 +341,11 @@ def prepare(job: Job) -> dict:
 
 
 # --------------------------------------------------------------------------------- training
+def curve_stride(steps: int) -> int:
+    """MLflow gets every stride-th step of a training curve: about 200 points, live and at the end."""
+    return max(1, steps // 200)
+
+
 def _fit(job: Job, model: torch.nn.Module, section: str, model_config, variant: str) -> dict:
     """Train ``model.training_loss`` on one variant's train inputs with Adam; write its model and curve."""
     cfg = job.config[section]
@@ -361,11 +366,12 @@ def _fit(job: Job, model: torch.nn.Module, section: str, model_config, variant: 
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     model_dict = dataclasses.asdict(model_config)
     checkpoint = checkpoint_path(job, variant)
+    steps = epochs * per_epoch
     result = run_training(
         model,
         optimiser,
         step_loss,
-        steps=epochs * per_epoch,
+        steps=steps,
         checkpoint_path=checkpoint,
         checkpoint_every=cfg["checkpoint_every"],
         resolved_config={
@@ -377,6 +383,12 @@ def _fit(job: Job, model: torch.nn.Module, section: str, model_config, variant: 
             "variant": variant,
         },
         description=f"image {section} ({variant}) seed {job.seed}",
+        progress=job.training_progress(
+            f"train_loss_{variant}",
+            stride=curve_stride(steps),
+            part=VARIANTS.index(variant),
+            parts=len(VARIANTS),
+        ),
     )
     losses = result.history["loss"]
     save_checkpoint(
@@ -396,7 +408,7 @@ def _fit(job: Job, model: torch.nn.Module, section: str, model_config, variant: 
         job.output[output_key("curve", variant)],
     )
     checkpoint.unlink(missing_ok=True)  # only needed to resume this job
-    job.log_curve(f"train_loss_{variant}", losses[:: max(1, len(losses) // 200)])
+    job.log_curve(f"train_loss_{variant}", losses[:: curve_stride(len(losses))])
     return {
         f"final_loss_{variant}": float(np.mean(losses[-per_epoch:])),
         f"steps_{variant}": float(len(losses)),

@@ -201,6 +201,7 @@ def train(job: Job) -> dict:
         description=f"{model_name} seed {job.seed}",
         lr_at=lr_at,
         clip_grad_norm=t["clip"],
+        progress=job.training_progress("train_loss"),
     )
     model.cpu().eval()
     ids, labels = data.labelled_windows(

@@ -95,6 +95,7 @@ def train(job: Job) -> dict:
         checkpoint_every=cfg["train"]["checkpoint_every"],
         resolved_config={**cfg, "model_name": model_name, "seed": job.seed},
         description=f"{model_name} seed {job.seed}",
+        progress=job.training_progress("train_loss"),
     )
     losses = result.history["loss"]
     save_checkpoint(
