@@ -1,8 +1,11 @@
 """Tracking overhead: one training job with its MLflow run against the same loop without.
 
 Both arms train the quick-default GBI-LSTM for the same steps in-process; the tracked arm also
-creates the run, logs the resolved config, the batched per-step metrics and finishes the run, as
-taskabs.pipeline.jobs does.  The one-off cost of importing mlflow is reported separately.
+creates the run, logs the resolved config, sends the live progress (the curve's new steps and the
+fraction done, at the jobs' rate), the batched per-step metrics and finishes the run, as
+taskabs.pipeline.jobs does; two more arms send no live progress (the record before it existed)
+or send it every second, to show what the live view and its rate cost.  The one-off cost of
+importing mlflow is reported separately.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import torch
 
 from common import interleaved, report
 from taskabs.models.sequence import SequenceModelConfig, TaskConditionedLSTM
-from taskabs.train import train
+from taskabs.pipeline.jobs import Job
+from taskabs.train import PROGRESS_EVERY_S, train
 
 STREAMS, CHUNK = 32, 25
 
@@ -26,7 +30,7 @@ def measure(steps: int) -> None:
     workdir = Path(tempfile.mkdtemp())
     config = {"tracking": {"uri": f"sqlite:///{workdir}/mlflow.db", "experiment": "bench"}}
 
-    def train_once():
+    def train_once(progress=None, every_s=PROGRESS_EVERY_S):
         torch.manual_seed(0)
         model = TaskConditionedLSTM(SequenceModelConfig())
         opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -42,6 +46,8 @@ def measure(steps: int) -> None:
             checkpoint_path=workdir / "ckpt.pt",
             checkpoint_every=50,
             resolved_config={"steps": steps},
+            progress=progress,
+            progress_every_s=every_s,
         )
         (workdir / "ckpt.pt").unlink()  # or the next repetition would resume from it
         return result
@@ -50,14 +56,21 @@ def measure(steps: int) -> None:
 
     tracking.prepare(config)
 
-    def tracked():
+    def tracked(every_s=PROGRESS_EVERY_S, live=True):
         run = tracking.JobRun(config, name="bench", tags={"rule": "bench"})
         run.log_params({"sequence": {"train": {"steps": steps, "lr": 3e-3}}, "seed": 0})
-        result = train_once()
+        job = Job(rule="bench", input={}, output={}, config={}, run=run)
+        result = train_once(job.training_progress("train_loss") if live else None, every_s)
         run.log_metrics(("train_loss", v, i) for i, v in enumerate(result.history["loss"]))
         run.finish("FINISHED")
 
-    medians = interleaved({"training loop": train_once, "training loop + MLflow run": tracked}, repeats=5)
+    arms = {
+        "training loop": train_once,
+        "+ MLflow run, no live view": lambda: tracked(live=False),
+        f"+ MLflow run, live every {PROGRESS_EVERY_S:g} s": tracked,
+        "+ MLflow run, live every 1 s": lambda: tracked(1.0),
+    }
+    medians = interleaved(arms, repeats=5)
     report(f"Tracking overhead ({steps} steps, GBI-LSTM, 1 thread)", medians, "training loop")
 
 

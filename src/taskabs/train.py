@@ -86,10 +86,11 @@ def train(
     of the step index, so a schedule needs no state of its own); ``clip_grad_norm`` caps the
     global gradient norm.
 
-    ``progress(steps_done, steps, history)`` is called after the first step (so a watcher sees the
-    run start), then at the first step boundary at least ``progress_every_s`` seconds after the
-    last call: checkpoints set no rate of their own (every few milliseconds in the smoke configs,
-    minutes apart in long CPU runs). ``history`` is the loop's own: read it, do not keep or edit it.
+    ``progress(steps_done, steps, history)`` is called at the first step boundary at least
+    ``progress_every_s`` seconds after the loop started or last called it, so a run shorter than
+    that makes no call. Checkpoints set no rate of their own: they come every few milliseconds in
+    the smoke configs and minutes apart in long CPU runs. ``history`` is the loop's own: read it,
+    do not keep or edit it.
     """
     if steps <= 0 or checkpoint_every <= 0:
         raise ValueError(f"need steps > 0 and checkpoint_every > 0, got {steps}, {checkpoint_every}")
@@ -124,7 +125,7 @@ def train(
 
     kill_at = int(os.environ.get(KILL_AT_STEP_ENV, -1))
     model.train()
-    reported = None  # time.monotonic() of the last progress call
+    reported = time.monotonic()  # of the last progress call, or the start
     with _progress(total=steps, initial=start, desc=description) as bar:
         for step in range(start, steps):
             loss, metrics = step_loss(model, step)
@@ -141,7 +142,7 @@ def train(
             bar.update(1)
             if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
                 checkpoint(step + 1)
-            if progress is not None and (reported is None or time.monotonic() - reported >= progress_every_s):
+            if progress is not None and time.monotonic() - reported >= progress_every_s:
                 progress(step + 1, steps, result.history)
                 reported = time.monotonic()
             if step + 1 == kill_at:

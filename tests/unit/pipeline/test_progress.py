@@ -166,20 +166,19 @@ def test_a_running_job_shows_its_curve_and_progress_and_ends_with_each_step_once
 
 
 def test_the_final_record_is_the_one_without_a_live_view_and_the_rate_is_kept(uri, tmp_path):
-    """At a rate no run this short reaches, the job reports once, after its first step."""
+    """Sent live at every step, the record is the one without a live view plus ``progress``; at a
+    rate no run this short reaches, the job sends nothing live and records no ``progress``."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
     records = {}
-    for live in (False, True):
-        job, thread, errors = start_job(uri, tmp_path / str(live), Pause(None), live=live, every_s=3600)
+    for name, live, every_s in [("none", False, 0.0), ("every step", True, 0.0), ("hourly", True, 3600.0)]:
+        job, thread, errors = start_job(uri, tmp_path / name, Pause(None), live=live, every_s=every_s)
         thread.join(timeout=300)
         assert not thread.is_alive() and not errors, errors
         metrics = client.get_run(job.run.run_id).data.metrics
-        records[live] = {key: history(client, job.run.run_id, key) for key in metrics}
-    progress = records[True].pop("progress")
-    assert progress == [(1, 1 / STEPS), (STEPS, 1.0)]
-    for record in records.values():  # the job's benchmark record differs from run to run
-        del record["wall_seconds"], record["cpu_seconds_job"], record["max_rss_mb"]
-    assert records[True] == records[False]
-    assert [step for step, _ in records[True]["train_loss"]] == list(range(STEPS))
+        del metrics["wall_seconds"], metrics["cpu_seconds_job"], metrics["max_rss_mb"]  # differ by run
+        records[name] = {key: history(client, job.run.run_id, key) for key in metrics}
+    assert records["every step"].pop("progress") == [(s, s / STEPS) for s in range(1, STEPS + 1)]
+    assert records["every step"] == records["none"] == records["hourly"]
+    assert [step for step, _ in records["none"]["train_loss"]] == list(range(STEPS))
