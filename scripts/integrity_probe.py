@@ -238,7 +238,7 @@ def tampered(paths: list[str], expect_verify: bool, apply: Callable[[Path], None
         apply(root)
         seen = []
         said = detectors.verify(root)
-        if all(f"CORRUPT {p}" in said for p in paths):
+        if all(names(said, p) for p in paths):
             seen.append("verify")
         text, named = detectors.audit(root)
         checks = sorted({c for f, c in named if f in paths})
@@ -248,6 +248,11 @@ def tampered(paths: list[str], expect_verify: bool, apply: Callable[[Path], None
         return ok, ("caught by " + " + ".join(seen)) if seen else "missed"
 
     return probe
+
+
+def names(said: str, path: str) -> bool:
+    """Whether verify's output names ``path`` as failing (CORRUPT, MISSING or STALE)."""
+    return any(line.split(" ", 1)[1].startswith(f"{path}:") for line in said.splitlines() if " " in line)
 
 
 def first(root: Path, pattern: str) -> str:
@@ -274,7 +279,7 @@ def untouched(root: Path, detectors: Detectors) -> tuple[bool, str]:
     """The control: a copy of the run as it is must raise no alarm at all."""
     said = detectors.verify(root)
     text, named = detectors.audit(root)
-    ok = "CORRUPT" not in said and not named and "check out" in text
+    ok = not said and not named and "check out" in text
     return (
         ok,
         "nothing flagged by verify or audit" if ok else f"false alarm: {sorted(named)[:3]} {said[:200]}",
@@ -483,10 +488,10 @@ def fresh_clone_flip(path: str):
         before = digest_tree(root)
         done = make_reproduce(root)
         said = done.stdout + done.stderr
-        named = f"CORRUPT {path}" in said and "taskabs verify --repair" in said
+        named = names(said, path) and "taskabs verify --repair" in said
         no_job = not (root / "mlflow.db").exists() and digest_tree(root) == before
         stopped = done.returncode != 0 and named and no_job
-        where = "verify --pinned-only" if "--pinned-only" in last_command(said) else last_command(said)[:40]
+        where = failed_step(said)
         return (
             stopped,
             f"stopped by {where}, file named" if stopped else f"not stopped (exit {done.returncode})",
@@ -495,10 +500,21 @@ def fresh_clone_flip(path: str):
     return probe
 
 
-def last_command(output: str) -> str:
-    """The last command make echoed: the one that failed."""
+STEPS = (  # what make reproduce runs before any job, by a word of its command line
+    ("taskabs.pipeline.preflight", "preflight"),
+    ("check-config", "taskabs check-config"),
+    ("unlock-stale", "taskabs unlock-stale"),
+    ("--pinned-only", "taskabs verify --pinned-only"),
+    ("verify", "taskabs verify"),
+    ("snakemake", "snakemake (the Snakefile's config checks)"),
+)
+
+
+def failed_step(output: str) -> str:
+    """The step of make reproduce that stopped it: the last command make echoed."""
     echoed = [line for line in output.splitlines() if line.startswith(str(BIN))]
-    return echoed[-1] if echoed else ""
+    last = echoed[-1] if echoed else ""
+    return next((name for word, name in STEPS if word in last), last[:40] or "?")
 
 
 def readers_of_module(root: Path, module: str) -> set[str]:
@@ -588,10 +604,10 @@ def bad_config(text: str, names: str):
         said = done.stdout + done.stderr
         no_job = run_count(root) == runs and digest_tree(root) == before
         stopped = done.returncode != 0 and no_job and names in said
-        step = last_command(said).split("/")[-1][:60]
+        step = failed_step(said)
         took = time.monotonic() - started
         if stopped:
-            return True, f"stopped by `{step.split(' --')[0]}` in {took:.0f} s, names {names!r}"
+            return True, f"stopped by {step} in {took:.0f} s, names {names!r}"
         return False, f"exit {done.returncode}, no job: {no_job}, named: {names in said} ({took:.0f} s)"
 
     return probe
@@ -660,7 +676,7 @@ def recovered(root: Path, base_digest: dict[str, str], detectors: Detectors) -> 
     said = detectors.verify(root)
     if changed:
         return False, f"{len(changed)} result(s) differ, e.g. {changed[0]}"
-    if "CORRUPT" in said:
+    if said:
         return False, said.splitlines()[0]
     return True, "results identical, verify clean"
 

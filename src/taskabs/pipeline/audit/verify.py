@@ -18,6 +18,7 @@ from taskabs.pipeline.audit.records import (
     DEFAULT_CONFIGFILES,
     NOT_FROM_A_JOB,
     Producer,
+    RunRecord,
     dvc_records,
     index_outputs,
     load_runs,
@@ -62,6 +63,7 @@ class Failure:
     detail: str
     pinned: bool = False  # a fetched or gathered file that fails its pin (not a job's record)
     repair: str = "re-make"  # for a pinned file: "fetch" or "gather"
+    label: str = "CORRUPT"  # or MISSING (an intermediate), STALE (an output made from it)
 
 
 def directory_output(root: Path, path: str) -> str:
@@ -81,7 +83,8 @@ def verify_files(
     """Every file under data/ and results/ that fails a check: a fetched or gathered file its pin
     (:mod:`taskabs.pipeline.audit.pins`); a job's output the SHA-256 its run recorded (a directory
     output: the run's manifest; a file missing from it); a file no run records, the MD5 dvc.lock
-    records (a clone after ``dvc pull``); the report its end. ``pinned_only``: the pins alone."""
+    records (a clone after ``dvc pull``); the report its end; the outputs made from a missing
+    intermediate (:func:`missing_intermediates`). ``pinned_only``: the pins alone."""
     root = Path(root).resolve()
     config = light_config(root, configfiles)
     bad = [
@@ -120,8 +123,45 @@ def verify_files(
         for rel in sorted(manifests.get(producer) or {}):
             if not (root / declared / rel).is_file():
                 bad.append(Failure(os.path.join(declared, rel), declared, f"missing from {declared}"))
+    bad += missing_intermediates(root, index)
     seen: set[str] = set()  # one line per file: a pin failure first, then its run's record
     return [f for f in bad if not (f.path in seen or seen.add(f.path))]
+
+
+def missing_intermediates(root: Path, index) -> list[Failure]:
+    """Every output made from a file that is gone, so that setting them aside re-makes both.
+
+    Snakemake does not re-make a missing intermediate whose consumers' outputs are up to date; it
+    does re-make the consumers' missing outputs, and the intermediate with them. Only the newest
+    FINISHED run of each output counts (a run superseded, or of an older config, reads nothing now);
+    a missing file nobody reads is a target of its own, which Snakemake re-makes anyway.
+    """
+    newest: dict[str, RunRecord] = {}
+    for path, candidates in index.items():
+        finished = [run for run, _ in candidates if run.status == "FINISHED"]
+        if finished:
+            newest[path] = finished[0]
+    current = {run.run_id: run for run in newest.values()}
+    readers: dict[str, list[RunRecord]] = {}
+    for run in current.values():
+        if all(newest.get(out) is run for out in run.outputs().values()):
+            for path, _md5 in run.inputs().values():
+                readers.setdefault(os.path.normpath(path), []).append(run)
+    failures: list[Failure] = []
+    for gone in sorted(p for p in newest if p in readers and not (root / p).exists()):
+        downstream, todo = set(), [gone]
+        while todo:
+            for run in readers.get(todo.pop(), []):
+                fresh = set(run.outputs().values()) - downstream
+                downstream |= fresh
+                todo += fresh
+        stale = [out for out in sorted(downstream) if (root / out).exists()]
+        if stale:
+            failures.append(
+                Failure(gone, gone, f"read by {len(stale)} output(s) still here", label="MISSING")
+            )
+            failures += [Failure(out, out, f"made from {gone}", label="STALE") for out in stale]
+    return failures
 
 
 def set_aside(root: Path, paths: Iterable[str], *, stamp: str | None = None) -> Path:
@@ -150,7 +190,7 @@ def verify_main(
     out, root = out or sys.stdout, Path(root).resolve()
     bad = verify_files(root, list(configfiles), pinned_only=pinned_only)
     for failure in bad:
-        print(f"CORRUPT {failure.path}: {failure.detail}", file=out)
+        print(f"{failure.label} {failure.path}: {failure.detail}", file=out)
     if not bad:
         return 0
     if repair:
