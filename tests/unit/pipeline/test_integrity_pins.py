@@ -104,3 +104,13 @@ def test_the_audit_puts_a_pin_failure_in_the_artifact_column():
     assert not out["data/raw/language/prose.txt"]["artifact"].ok
     assert "re-gathers" in out["data/raw/language/prose.txt"]["artifact"].detail
     assert not out["data/raw/language/manifest.json"]["artifact"].ok
+
+
+def test_the_audit_names_a_failed_pin_even_when_it_cannot_read_the_records(tmp_path):
+    from taskabs.pipeline.audit import main
+
+    root = project(tmp_path)  # no Snakefile, no MLflow store: a bare clone's data
+    flip(root / "data/raw/language/prose.txt", at=0)
+    out = io.StringIO()
+    assert main(root, ["config/config.yaml"], out=out) == 2
+    assert "MISMATCH data/raw/language/prose.txt [artifact]: fails its pin" in out.getvalue()
