@@ -9,6 +9,10 @@ CONDA_ENV = "../../environment.yml"
 SEQUENCE_RUNS = "results/sequence/{model}/seed{seed}"
 LANGUAGE_RUNS = "results/language/{model}/seed{seed}"
 GDLN_EXPERIMENTS = ["xor", "routing", "race", "zero_shot"]
+# Priority of the longest chain (corpora -> language training, a minute or more per job) and the
+# other long jobs: started first, so the many short jobs fill the cores at the end instead of
+# the cores idling behind one late long job.
+LONG_JOBS_FIRST = 10
 
 
 def stage_code(rule):

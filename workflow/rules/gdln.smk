@@ -13,6 +13,7 @@ rule simulate_gdln:
         "logs/benchmarks/simulate_gdln/{experiment}.tsv"
     wildcard_constraints:
         experiment="xor|routing|race|zero_shot",
+    priority: LONG_JOBS_FIRST
     conda:
         CONDA_ENV
     threads: 1

@@ -10,6 +10,7 @@ rule gather_corpora:
         "logs/gather_corpora.log",
     benchmark:
         "logs/benchmarks/gather_corpora.tsv"
+    priority: LONG_JOBS_FIRST
     conda:
         CONDA_ENV
     params:
@@ -31,6 +32,7 @@ rule prepare_corpora:
         "logs/prepare_corpora.log",
     benchmark:
         "logs/benchmarks/prepare_corpora.tsv"
+    priority: LONG_JOBS_FIRST
     conda:
         CONDA_ENV
     params:
@@ -55,6 +57,7 @@ rule train_language:
     wildcard_constraints:
         model="|".join(config["language"]["models"]),
         seed=r"\d+",
+    priority: LONG_JOBS_FIRST
     conda:
         CONDA_ENV
     threads: 1
