@@ -10,6 +10,7 @@ importing mlflow is reported separately.
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from taskabs.pipeline.jobs import Job
 from taskabs.train import PROGRESS_EVERY_S, train
 
 STREAMS, CHUNK = 32, 25
+REPEATS = 5  # timed runs of each arm, after one warm-up run
 
 
 def measure(steps: int) -> None:
@@ -56,11 +58,20 @@ def measure(steps: int) -> None:
 
     tracking.prepare(config)
 
+    live_calls: dict[float, list[float]] = {}  # rate -> seconds of each live call (the A/B is noisy)
+
     def tracked(every_s=PROGRESS_EVERY_S, live=True):
         run = tracking.JobRun(config, name="bench", tags={"rule": "bench"})
         run.log_params({"sequence": {"train": {"steps": steps, "lr": 3e-3}}, "seed": 0})
         job = Job(rule="bench", input={}, output={}, config={}, run=run)
-        result = train_once(job.training_progress("train_loss") if live else None, every_s)
+        hook = job.training_progress("train_loss")
+
+        def timed(*args):
+            started = time.perf_counter()
+            hook(*args)
+            live_calls.setdefault(every_s, []).append(time.perf_counter() - started)
+
+        result = train_once(timed if live else None, every_s)
         run.log_metrics(("train_loss", v, i) for i, v in enumerate(result.history["loss"]))
         run.finish("FINISHED")
 
@@ -70,8 +81,14 @@ def measure(steps: int) -> None:
         f"+ MLflow run, live every {PROGRESS_EVERY_S:g} s": tracked,
         "+ MLflow run, live every 1 s": lambda: tracked(1.0),
     }
-    medians = interleaved(arms, repeats=5)
+    medians = interleaved(arms, repeats=REPEATS)
     report(f"Tracking overhead ({steps} steps, GBI-LSTM, 1 thread)", medians, "training loop")
+    for every_s, calls in sorted(live_calls.items()):
+        per_call = statistics.median(calls)
+        print(
+            f"  live every {every_s:g} s: {len(calls) / (REPEATS + 1):.1f} calls per run, "
+            f"{per_call * 1e3:.1f} ms each: {per_call / every_s:.2%} of the time at that rate"
+        )
 
 
 def main() -> None:
