@@ -65,9 +65,12 @@ reproduce: venv data-deps
 	@if [ ! -f results/report.html ] || [ -n "$$(find results -type f -newer results/report.html -print -quit)" ]; then \
 		$(SNAKEMAKE) --report results/report.html; fi
 	$(BIN)/taskabs verify $(foreach f,$(CONFIG),--configfile $(f))
-	@if [ ! -f $(CRATE) ] || [ -n "$$(find results data -type f -newer $(CRATE) -print -quit)" ]; then $(BIN)/taskabs rocrate $(foreach f,$(CONFIG),--configfile $(f)); fi
-	@if ! $(BIN)/dvc status --quiet; then $(BIN)/dvc commit --force --quiet && $(BIN)/dvc push --quiet && \
-		$(BIN)/taskabs settle-times data results logs >/dev/null; fi
+	@# the crate after the first commit, so the audit it records sees a complete dvc.lock; then
+	@# a second commit versions the crate itself
+	@versioned=; if ! $(BIN)/dvc status --quiet; then $(BIN)/dvc commit --force --quiet; versioned=1; fi; \
+	if [ ! -f $(CRATE) ] || [ -n "$$(find results data -type f -newer $(CRATE) -print -quit)" ]; then \
+		$(BIN)/taskabs rocrate $(foreach f,$(CONFIG),--configfile $(f)); $(BIN)/dvc commit --force --quiet; versioned=1; fi; \
+	if [ -n "$$versioned" ]; then $(BIN)/dvc push --quiet; $(BIN)/taskabs settle-times data results logs >/dev/null; fi
 	@echo "report: results/report.html   runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 ## pull: restore data/ and results/ of the committed dvc.lock from the DVC remote (nothing to re-run)

@@ -418,7 +418,7 @@ def add_audit(crate, add, audit_rows) -> Any:
             "@type": "AssessAction",
             "name": "Audit of every file under data/ and results/",
             "description": (
-                f"checks {', '.join(outcome['checks'])} (dvc left out: dvc commit follows); "
+                f"checks {', '.join(outcome['checks'])} (dvc left out: versioned after this); "
                 + ("all passed" if outcome["passed"] else "mismatches: " + "; ".join(listed))
                 + (f"; {more} more" if more > 0 else "")
             ),
