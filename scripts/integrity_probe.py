@@ -681,6 +681,19 @@ def recovered(root: Path, base_digest: dict[str, str], detectors: Detectors) -> 
     return True, "results identical, verify clean"
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL to a process and every descendant at once (some leave its process group), then
+    wait until all are gone."""
+    import psutil
+
+    root = psutil.Process(pid)
+    every = [root, *root.children(recursive=True)]
+    for process in every:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGKILL)
+    psutil.wait_procs(every, timeout=30)
+
+
 def fault_cases(base: Path) -> list[Case]:
     base_digest = digest_tree(base)
     intermediate = "results/gdln/xor/summary.json"
@@ -708,7 +721,7 @@ def fault_cases(base: Path) -> list[Case]:
         refused = (
             second.returncode != 0 and first_run.poll() is None and any((root / ".snakemake/locks").glob("*"))
         )
-        os.killpg(first_run.pid, signal.SIGKILL)
+        kill_tree(first_run.pid)
         first_run.wait()
         if which == "concurrent":
             tail = [line for line in second_said.splitlines() if "lock" in line.lower()][-1:] or ["?"]
