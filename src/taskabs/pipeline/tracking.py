@@ -318,7 +318,10 @@ def process_alive(identity: dict[str, Any]) -> bool | None:
     if any(identity.get(k) != here[k] for k in ("host", "boot_id", "pid_ns")) or not identity.get("pid"):
         return None
     try:
-        started = psutil.Process(int(identity["pid"])).create_time()
+        process = psutil.Process(int(identity["pid"]))
+        started = process.create_time()
+        if process.status() == psutil.STATUS_ZOMBIE:  # exited, only not yet reaped by its parent
+            return False
     except psutil.NoSuchProcess:
         return False
     except (psutil.AccessDenied, ValueError):

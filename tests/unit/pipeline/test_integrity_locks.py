@@ -126,3 +126,21 @@ def test_the_heartbeat_is_refreshed_and_removed_at_exit(tmp_path):
     assert record["pid"] == proc.pid and record["host"] and record["boot_id"] is not None
     proc.wait(timeout=30)
     assert not path.exists(), "the heartbeat outlived its process"
+
+
+def test_an_exited_process_not_yet_reaped_counts_as_dead():
+    """A zombie keeps its pid and start time until its parent reaps it; it runs nothing."""
+    import psutil
+
+    from taskabs.pipeline.tracking import process_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    identity = process_identity(child.pid)
+    assert process_alive(identity) is True
+    deadline = time.monotonic() + 30
+    while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert process_alive(identity) is False
+    finally:
+        child.wait()
