@@ -7,7 +7,7 @@ VENV ?= .venv
 PYTHON ?= python3
 CONFIG ?= config/config.yaml
 PROFILE ?= profiles/default
-# pytest-xdist workers for `make test` (the end-to-end modules each stay on one worker)
+# pytest-xdist workers for `make test` (whole modules per worker: tests/conftest.py)
 TEST_WORKERS ?= 2
 BIN := $(VENV)/bin
 # ALLOW_MISSING=1: run without the parts whose system packages are missing (their claims: not run)
@@ -92,7 +92,7 @@ smoke: reproduce
 
 ## test: the test suite (unit tests and end-to-end runs of Snakemake, DVC and MLflow)
 test: venv system-deps
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 ## lint: ruff (format and lint) on the Python, snakefmt on the rules, snakemake's own --lint
 PY_SOURCES := src tests benchmarks workflow/scripts

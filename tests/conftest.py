@@ -79,17 +79,18 @@ def project_copy(tmp_path_factory) -> Path:
     return copy_project(tmp_path_factory.mktemp("project"))
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
-    """Keep what must not be split across pytest-xdist workers on one (``--dist loadgroup``).
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist (``make test``: ``-n 2``) hands out whole modules, and the cluster modules as one.
 
-    An end-to-end module builds its run once in a module fixture, so its tests stay together;
-    the cluster modules share one SLURM cluster and one PostgreSQL on fixed ports, so they take
-    turns. Unit tests are spread freely.
+    An end-to-end module builds its run once in a module fixture, so its tests stay together; the
+    cluster modules share one SLURM cluster and one PostgreSQL on fixed ports, so they take turns
+    on one worker. (Not ``--dist loadgroup``: under pytest 9 its marks do not change a node id.)
     """
-    for item in items:
-        parts = Path(str(item.path)).relative_to(ROOT).parts
-        if parts[:2] == ("tests", "cluster"):
-            item.add_marker(pytest.mark.xdist_group("cluster"))
-        elif parts[:2] == ("tests", "dag"):
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/cluster" if path.startswith("tests/cluster/") else path
+
+    return ByModule(config, log)

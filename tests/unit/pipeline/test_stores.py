@@ -16,7 +16,7 @@ import pytest
 
 from conftest import tool_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("stores")]  # one server for the module
+pytestmark = pytest.mark.slow
 
 CONFIG = {"tracking": {"uri": "sqlite:///mlflow.db", "experiment": "stores"}}
 
