@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -72,6 +76,41 @@ def snakemake(cwd: Path, *args: str, config: str = "config/smoke.yaml", check: b
         check=check,
         **env,
     )
+
+
+# Creates the store, starts the local server as the workflow's onstart does, prints its URL and
+# holds it until stdin closes (the test's way to end its owner, or SIGKILL it).
+_SERVE = textwrap.dedent(
+    """
+    import json, sys
+    from taskabs.pipeline import local_server, tracking
+    config = json.loads(sys.argv[1])
+    tracking.prepare(config)
+    print(local_server.start(config), flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+@contextmanager
+def served_store(root: Path, config: dict) -> Iterator[tuple[str, subprocess.Popen]]:
+    """(URL, owner process) of a local tracking server over ``config``'s SQLite store in ``root``."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _SERVE, json.dumps(config)],
+        cwd=root,
+        env=tool_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    url = owner.stdout.readline().strip()
+    assert url.startswith("http://127.0.0.1:"), url
+    try:
+        yield url, owner
+    finally:
+        if owner.poll() is None:
+            owner.stdin.close()
+            owner.wait(timeout=60)
 
 
 @pytest.fixture(scope="session")

@@ -80,14 +80,17 @@ def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
 
 def prepare(config: dict) -> str:
     """Create the store and the experiment if needed; return the experiment id."""
+    from taskabs.pipeline.stores import open_store
+
     uri = tracking_uri(config)
     check_reachable(uri)
-    client = _client(uri)
+    return ensure_experiment(open_store(uri), config)
+
+
+def ensure_experiment(store, config: dict) -> str:
+    """The experiment's id in ``store`` (a :mod:`taskabs.pipeline.stores` store), created if missing."""
     name = experiment_name(config)
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(name)
+    return store.experiment_id(name) or store.create_experiment(name)
 
 
 def start_invocation(config: dict, *, tags: dict[str, str]) -> str:
@@ -147,7 +150,7 @@ class JobRun:
 
         self.config = config
         self.store = open_store(tracking_uri(config))
-        experiment_id = retry(lambda: job_experiment(self.store, config))
+        experiment_id = retry(lambda: ensure_experiment(self.store, config))
         all_tags = {"mlflow.runName": name, **tags}
         if parent := os.environ.get(PARENT_RUN_ENV):
             all_tags["mlflow.parentRunId"] = parent
@@ -239,12 +242,6 @@ class JobRun:
             self._metrics.append(("progress", 1.0, self._progress_total))
         self.flush()
         retry(lambda: self.store.set_terminated(self.run_id, status))
-
-
-def job_experiment(store, config: dict) -> str:
-    """The experiment's id through a job's store, created if missing (as :func:`prepare` does)."""
-    name = experiment_name(config)
-    return store.experiment_id(name) or store.create_experiment(name)
 
 
 def runs_by_output(config: dict) -> dict[str, Any]:

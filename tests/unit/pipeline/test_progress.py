@@ -10,9 +10,6 @@ its first checkpoint, while the test reads the run.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 import threading
 from pathlib import Path
 
@@ -20,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import tool_env
+from conftest import served_store
 from taskabs.pipeline.jobs import Job, run_job
 from taskabs.train import train
 
@@ -77,31 +74,9 @@ def training_stage(pause: Pause, *, live: bool, every_s: float):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The local server over a fresh SQLite store, started as the workflow starts it."""
-    root = tmp_path_factory.mktemp("served")
     config = {"tracking": {"uri": "sqlite:///mlflow.db", "experiment": EXPERIMENT}}
-    starter = textwrap.dedent(
-        """
-        import json, sys
-        from taskabs.pipeline import local_server, tracking
-        config = json.loads(sys.argv[1])
-        tracking.prepare(config)
-        print(local_server.start(config), flush=True)
-        sys.stdin.read()  # until the test closes stdin
-        """
-    )
-    owner = subprocess.Popen(
-        [sys.executable, "-c", starter, json.dumps(config)],
-        cwd=root,
-        env=tool_env(),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    url = owner.stdout.readline().strip()
-    assert url.startswith("http://127.0.0.1:"), url
-    yield url
-    owner.stdin.close()
-    owner.wait(timeout=60)
+    with served_store(tmp_path_factory.mktemp("served"), config) as (url, _):
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "server"])

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from conftest import tool_env
+from conftest import served_store, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -95,30 +95,8 @@ def _record(store_dir, run_id) -> dict:
 def server(tmp_path_factory):
     """A local server over a fresh SQLite store, started as the workflow starts it."""
     root = tmp_path_factory.mktemp("served")
-    starter = textwrap.dedent(
-        """
-        import json, sys, time
-        from taskabs.pipeline import local_server, tracking
-        config = json.loads(sys.argv[1])
-        tracking.prepare(config)
-        print(local_server.start(config), flush=True)
-        sys.stdin.read()  # until the test closes stdin
-        """
-    )
-    owner = subprocess.Popen(
-        [sys.executable, "-c", starter, json.dumps(CONFIG)],
-        cwd=root,
-        env=tool_env(),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    url = owner.stdout.readline().strip()
-    assert url.startswith("http://127.0.0.1:"), url
-    yield root, url, owner
-    if owner.poll() is None:
-        owner.stdin.close()
-        owner.wait(timeout=60)
+    with served_store(root, CONFIG) as (url, owner):
+        yield root, url, owner
 
 
 def _answers(url: str) -> bool:
